@@ -1,0 +1,487 @@
+package jwks
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gatehouse/gatehouse/jwks/jwkstest"
+)
+
+func TestNextDelay(t *testing.T) {
+	is := &Issuer{RefreshInterval: 15 * time.Minute, MinRefreshInterval: 30 * time.Second}
+	errX := fmt.Errorf("down")
+	tests := []struct {
+		name     string
+		r        fetchResult
+		failures int
+		jitter   float64
+		want     time.Duration
+	}{
+		{"success, no max-age", fetchResult{}, 0, 0.5, 15 * time.Minute},
+		{"max-age inside the bounds", fetchResult{maxAge: 5 * time.Minute, hasMaxAge: true}, 0, 0, 5 * time.Minute},
+		{"max-age below min_refresh_interval", fetchResult{maxAge: time.Second, hasMaxAge: true}, 0, 0, 30 * time.Second},
+		{"max-age 0 (no-cache)", fetchResult{maxAge: 0, hasMaxAge: true}, 0, 0, 30 * time.Second},
+		{"max-age above refresh_interval", fetchResult{maxAge: 24 * time.Hour, hasMaxAge: true}, 0, 0, 15 * time.Minute},
+		{"first failure, no jitter", fetchResult{err: errX}, 1, 0, 500 * time.Millisecond},
+		{"first failure, full jitter", fetchResult{err: errX}, 1, 0.999999, 999999 * time.Microsecond},
+		{"fourth failure", fetchResult{err: errX}, 4, 0, 4 * time.Second},
+		{"many failures capped", fetchResult{err: errX}, 30, 0, 7*time.Minute + 30*time.Second},
+		{"absurd failure count capped", fetchResult{err: errX}, 1000, 0, 7*time.Minute + 30*time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := nextDelay(is, tt.r, tt.failures, tt.jitter)
+			if d := got - tt.want; d < -time.Microsecond || d > time.Microsecond {
+				t.Errorf("nextDelay = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMaxAge(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, false},
+		{"public, max-age=300", 300 * time.Second, true},
+		{"MAX-AGE=60", 60 * time.Second, true},
+		{"max-age=abc", 0, false},
+		{"no-store", 0, true},
+		{"max-age=99999999999999", 365 * 24 * time.Hour, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			h := http.Header{}
+			if tt.in != "" {
+				h.Set("Cache-Control", tt.in)
+			}
+			got, ok := maxAge(h)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("maxAge(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// TestRotation: the IdP publishes a new key and signs with it at once; the
+// first token with the new kid triggers one refetch and is accepted.
+func TestRotation(t *testing.T) {
+	k1, k2 := jwkstest.NewKey("RS256", "k1"), jwkstest.NewKey("ES256", "k2")
+	srv := server(t, k1)
+	e := newEnv(t, jwksIssuer(srv.URL))
+	if n := srv.Fetches(); n != 1 {
+		t.Fatalf("fetches after New = %d, want 1", n)
+	}
+	old := k1.Sign(e.claims(issA))
+	if _, err := e.verify(old); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetKeys(k1, k2)
+	if _, err := e.verify(k2.Sign(e.claims(issA))); err != nil {
+		t.Fatalf("token with the new kid refused: %v", err)
+	}
+	if n := srv.Fetches(); n != 2 {
+		t.Errorf("fetches = %d, want 2", n)
+	}
+	// k1 retired: the cached token dies with it at the next refresh.
+	srv.SetKeys(k2)
+	e.src(0).refresh(context.Background())
+	if _, err := e.verify(old); err != errUnknownKid {
+		t.Errorf("token of a retired key = %v, want %v", err, errUnknownKid)
+	}
+	if got := testutil.ToFloat64(e.opts.Metrics.keys.WithLabelValues(issA)); got != 1 {
+		t.Errorf("gatehouse_jwks_keys = %v, want 1", got)
+	}
+}
+
+// TestUnknownKidBurst: 1,000 concurrent requests with a new kid make exactly one fetch.
+func TestUnknownKidBurst(t *testing.T) {
+	k1, k2 := jwkstest.NewKey("ES256", "k1"), jwkstest.NewKey("ES256", "k2")
+	srv := server(t, k1)
+	e := newEnv(t, jwksIssuer(srv.URL))
+	srv.SetKeys(k1, k2)
+	// Distinct tokens so that the token cache does not answer.
+	toks := make([]string, 1000)
+	for i := range toks {
+		c := e.claims(issA)
+		c["jti"] = fmt.Sprint(i)
+		toks[i] = k2.Sign(c)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(toks))
+	start := make(chan struct{})
+	for _, tok := range toks {
+		wg.Go(func() {
+			<-start
+			if _, err := e.v.Verify(context.Background(), tok); err != nil {
+				errs <- err
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Verify = %v", err)
+		break
+	}
+	if n := srv.Fetches(); n != 2 {
+		t.Errorf("fetches = %d, want exactly 2 (start + one refetch)", n)
+	}
+}
+
+// TestUnknownKidFlood: random kids refetch at most once per min_refresh_interval.
+func TestUnknownKidFlood(t *testing.T) {
+	k := jwkstest.NewKey("RS256", "k")
+	srv := server(t, k)
+	e := newEnv(t, jwksIssuer(srv.URL, "min_refresh_interval: 30s"))
+	flood := func(n int) {
+		for i := range n {
+			h := map[string]any{"alg": "RS256", "kid": fmt.Sprintf("random-%d-%d", i, time.Now().UnixNano())}
+			if _, err := e.verify(k.SignHeader(h, e.claims(issA))); err != errUnknownKid {
+				t.Fatalf("random kid = %v, want %v", err, errUnknownKid)
+			}
+		}
+	}
+	flood(50)
+	if n := srv.Fetches(); n != 2 {
+		t.Fatalf("fetches after the first flood = %d, want 2", n)
+	}
+	e.clk.advance(29 * time.Second)
+	flood(50)
+	if n := srv.Fetches(); n != 2 {
+		t.Fatalf("fetches 29s later = %d, want 2", n)
+	}
+	e.clk.advance(time.Second)
+	flood(50)
+	if n := srv.Fetches(); n != 3 {
+		t.Fatalf("fetches 30s later = %d, want 3", n)
+	}
+}
+
+// TestStaleKeys: the JWKS is down for hours; known keys are accepted until
+// max_stale, then the issuer answers keys_unavailable.
+func TestStaleKeys(t *testing.T) {
+	k := jwkstest.NewKey("RS256", "k")
+	srv := server(t, k)
+	e := newEnv(t, jwksIssuer(srv.URL, "max_stale: 24h"))
+	srv.SetHandler(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusInternalServerError) })
+	src := e.src(0)
+	for h := 1; h <= 23; h++ {
+		e.clk.advance(time.Hour)
+		if r := src.refresh(context.Background()); r.err == nil {
+			t.Fatal("refresh against a 500 succeeded")
+		}
+		c := e.claims(issA)
+		c["jti"] = fmt.Sprint(h)
+		if _, err := e.verify(k.Sign(c)); err != nil {
+			t.Fatalf("after %dh down: %v", h, err)
+		}
+	}
+	long := e.claims(issA)
+	long["exp"] = e.clk.now().Add(48 * time.Hour).Unix()
+	cached := k.Sign(long)
+	if _, err := e.verify(cached); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.advance(time.Hour + time.Second)
+	if _, err := e.verify(k.Sign(e.claims(issA))); err != errKeysUnavailable {
+		t.Errorf("after max_stale = %v, want %v", err, errKeysUnavailable)
+	}
+	if _, err := e.verify(cached); err != errKeysUnavailable {
+		t.Errorf("cached token after max_stale = %v, want %v", err, errKeysUnavailable)
+	}
+	if got := testutil.ToFloat64(e.opts.Metrics.refreshTotal.WithLabelValues(issA, "error")); got != 23 {
+		t.Errorf("refresh errors = %v, want 23", got)
+	}
+	// Recovery brings the issuer back.
+	srv.SetHandler(nil)
+	if r := src.refresh(context.Background()); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if _, err := e.verify(cached); err != nil {
+		t.Errorf("after recovery: %v", err)
+	}
+}
+
+// TestBadAnswersKeepKeys: garbage, oversized, slow, empty and over-full
+// answers fail the refresh and never replace good keys.
+func TestBadAnswersKeepKeys(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	many := make([]*jwkstest.Key, 65)
+	for i := range many {
+		many[i] = jwkstest.NewKey("EdDSA", fmt.Sprint("m", i))
+	}
+	enc := k.PublicJWK()
+	enc["use"] = "enc"
+	tests := []struct {
+		name string
+		h    http.HandlerFunc
+	}{
+		{"500", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }},
+		{"garbage", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("<html>oops</html>")) }},
+		{"not a JWKS", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"kty":"RSA"}`)) }},
+		{"empty key list", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"keys":[]}`)) }},
+		{"only broken keys", func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"keys":[{"kty":"RSA","kid":"x","n":"!!"},{"kty":"nope"}]}`))
+		}},
+		{"only use enc", func(w http.ResponseWriter, r *http.Request) { w.Write(mustJSON(map[string]any{"keys": []any{enc}})) }},
+		{"65 signing keys", func(w http.ResponseWriter, r *http.Request) { w.Write(jwkstest.JWKS(many...)) }},
+		{"2 MiB", func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"keys":[` + strings.Repeat(" ", 2<<20) + `]}`))
+		}},
+		{"slow", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := server(t, k)
+			e := newEnv(t, jwksIssuer(srv.URL), func(o *Options) { o.FetchTimeout = 300 * time.Millisecond })
+			srv.SetHandler(tt.h)
+			if r := e.src(0).refresh(context.Background()); r.err == nil {
+				t.Fatal("refresh succeeded")
+			}
+			if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+				t.Errorf("good key lost: %v", err)
+			}
+			srv.SetHandler(nil)
+		})
+	}
+}
+
+func TestSkippedKeys(t *testing.T) {
+	good := jwkstest.NewKey("RS256", "good")
+	encK := jwkstest.NewKey("RS256", "enc")
+	enc := encK.PublicJWK()
+	enc["use"] = "enc"
+	doc := mustJSON(map[string]any{"keys": []any{good.PublicJWK(), enc, map[string]any{"kty": "RSA", "kid": "bad", "n": "!!", "e": "AQAB"}}})
+	srv := server(t)
+	srv.SetBody(doc)
+	e := newEnv(t, jwksIssuer(srv.URL))
+	if _, err := e.verify(good.Sign(e.claims(issA))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.verify(encK.Sign(e.claims(issA))); err != errUnknownKid {
+		t.Errorf("token of a use:enc key = %v, want %v", err, errUnknownKid)
+	}
+	m := e.opts.Metrics.skippedTotal
+	if a, b := testutil.ToFloat64(m.WithLabelValues(issA, skipEnc)), testutil.ToFloat64(m.WithLabelValues(issA, skipParse)); a < 1 || b < 1 {
+		t.Errorf("skipped use_enc = %v, unparseable = %v; want >= 1 each", a, b)
+	}
+}
+
+func TestETagAndCacheControl(t *testing.T) {
+	k := jwkstest.NewKey("EdDSA", "k")
+	srv := server(t, k)
+	srv.SetCacheControl("max-age=120")
+	var inm []string
+	var mu sync.Mutex
+	e := newEnv(t, jwksIssuer(srv.URL))
+	srv.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inm = append(inm, r.Header.Get("If-None-Match"))
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=120")
+		w.WriteHeader(http.StatusNotModified)
+	})
+	before := e.src(0).set.Load()
+	r := e.src(0).refresh(context.Background())
+	if r.err != nil || !r.hasMaxAge || r.maxAge != 2*time.Minute {
+		t.Fatalf("refresh on 304 = %+v", r)
+	}
+	if len(inm) != 1 || inm[0] == "" {
+		t.Errorf("If-None-Match sent = %q, want the ETag", inm)
+	}
+	if e.src(0).set.Load() != before {
+		t.Error("304 replaced the key set")
+	}
+	if got := testutil.ToFloat64(e.opts.Metrics.refreshTotal.WithLabelValues(issA, "success")); got != 2 {
+		t.Errorf("refresh successes = %v, want 2", got)
+	}
+	if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestDiscovery(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	keys := server(t, k)
+	var issuer string
+	disc := server(t)
+	disc.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(mustJSON(map[string]any{"issuer": issuer, "jwks_uri": keys.URL + "/jwks"}))
+	})
+	cfg := "  - issuer: " + issA + "\n    audiences: [api]\n    discovery_url: " + disc.URL + "/.well-known/openid-configuration\n"
+
+	issuer = issA
+	e := newEnv(t, cfg)
+	if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+		t.Errorf("via discovery: %v", err)
+	}
+
+	issuer = "https://impostor.example.com"
+	e2 := newEnv(t, cfg)
+	if _, err := e2.verify(k.Sign(e2.claims(issA))); err != errKeysUnavailable {
+		t.Errorf("discovery with a wrong issuer: %v, want %v", err, errKeysUnavailable)
+	}
+	if m := e2.v.Missing(); len(m) != 1 || m[0] != issA {
+		t.Errorf("Missing() = %q", m)
+	}
+}
+
+func TestPublicKeyURL(t *testing.T) {
+	k := jwkstest.NewKey("PS256", "")
+	srv := server(t)
+	srv.SetBody(k.PublicPEM())
+	e := newEnv(t, "  - issuer: "+issA+"\n    audiences: [api]\n    public_key_url: "+srv.URL+"/key.pem\n")
+	if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestFirstFetchFails: an unreachable JWKS is not an error of New; the issuer
+// answers keys_unavailable and shows in Missing until keys arrive.
+func TestFirstFetchFails(t *testing.T) {
+	k := jwkstest.NewKey("RS256", "k")
+	srv := server(t, k)
+	srv.SetHandler(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+	e := newEnv(t, jwksIssuer(srv.URL)+"  - audiences: any\n    jwks_url: "+srv.URL+"\n")
+	if m := e.v.Missing(); strings.Join(m, "|") != issA+"|(no iss)" {
+		t.Errorf("Missing() = %q", m)
+	}
+	if _, err := e.verify(k.Sign(e.claims(issA))); err != errKeysUnavailable {
+		t.Errorf("Verify = %v, want %v", err, errKeysUnavailable)
+	}
+	srv.SetHandler(nil)
+	e.src(0).refresh(context.Background())
+	if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+		t.Errorf("after keys arrived: %v", err)
+	}
+	if m := e.v.Missing(); len(m) != 1 {
+		t.Errorf("Missing() = %q", m)
+	}
+}
+
+// TestReloadSharesKeyCache: an unchanged issuer keeps its key cache (no
+// refetch) and its cached tokens; a changed one gets a fresh cache; Close
+// of the old verifier leaves the shared loop running and Close of the last
+// stops it.
+func TestReloadSharesKeyCache(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	srv := server(t, k)
+	other := server(t, k)
+	e := newEnv(t, jwksIssuer(srv.URL)+"  - issuer: https://b\n    audiences: [api]\n    jwks_url: "+other.URL+"\n")
+	tok := k.Sign(e.claims(issA))
+	r1, verr := e.verify(tok)
+	if verr != nil {
+		t.Fatal(verr)
+	}
+	opts := e.opts
+	opts.Issuers = issuers(t, jwksIssuer(srv.URL)+"  - issuer: https://b\n    audiences: [api, more]\n    jwks_url: "+other.URL+"\n")
+	v2, err := New(context.Background(), opts, e.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.Close()
+	if n := srv.Fetches(); n != 1 {
+		t.Errorf("unchanged issuer fetched %d times, want 1", n)
+	}
+	if n := other.Fetches(); n != 2 {
+		t.Errorf("changed issuer fetched %d times, want 2", n)
+	}
+	if v2.issuers[0] != e.v.issuers[0] || v2.issuers[1] == e.v.issuers[1] {
+		t.Error("key caches not shared as expected")
+	}
+	r2, err := v2.Verify(context.Background(), tok)
+	if err != nil || r2 != r1 {
+		t.Errorf("cached token after reload = %p, %v; want the same result %p", r2, err, r1)
+	}
+	oldB := e.v.issuers[1].src
+	e.v.Close()
+	e.v.Close() // idempotent
+	select {
+	case <-oldB.done:
+	default:
+		t.Error("loop of the replaced issuer still running after Close")
+	}
+	shared := v2.issuers[0].src
+	select {
+	case <-shared.done:
+		t.Fatal("shared loop stopped by the old verifier's Close")
+	default:
+	}
+	if _, err := v2.Verify(context.Background(), tok); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(e.opts.Metrics.keys); n != 2 {
+		t.Errorf("gatehouse_jwks_keys series while both issuers run = %d, want 2", n)
+	}
+	v2.Close()
+	select {
+	case <-shared.done:
+	default:
+		t.Error("shared loop still running after the last Close")
+	}
+	if n := testutil.CollectAndCount(e.opts.Metrics.keys); n != 0 {
+		t.Errorf("gatehouse_jwks_keys series after the last Close = %d, want 0", n)
+	}
+}
+
+// TestCAFile: an https JWKS signed by a private CA is trusted through the
+// issuer's ca_file, and only through it.
+func TestCAFile(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(jwkstest.JWKS(k)) }))
+	t.Cleanup(tlsSrv.Close)
+	ca := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	with := newEnv(t, jwksIssuer(tlsSrv.URL, "ca_file: "+ca))
+	if _, err := with.verify(k.Sign(with.claims(issA))); err != nil {
+		t.Errorf("with ca_file: %v", err)
+	}
+	without := newEnv(t, jwksIssuer(tlsSrv.URL))
+	if _, err := without.verify(k.Sign(without.claims(issA))); err != errKeysUnavailable {
+		t.Errorf("without ca_file: %v, want %v", err, errKeysUnavailable)
+	}
+}
+
+// TestCloseLeavesNoGoroutine: after Close of the last verifier, the refresh
+// loops and their idle HTTP connections are gone.
+func TestCloseLeavesNoGoroutine(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	srv := server(t, k)
+	before := runtime.NumGoroutine()
+	e := newEnv(t, jwksIssuer(srv.URL)+"  - audiences: any\n    discovery_url: "+srv.URL+"\n")
+	v2, err := New(context.Background(), e.opts, e.v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.v.Close()
+	v2.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines left over (before: %d):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
