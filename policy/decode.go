@@ -1,0 +1,551 @@
+package policy
+
+import (
+	"math"
+	"net/url"
+	"regexp"
+	"regexp/syntax"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gatehouse/gatehouse/internal/yamlpos"
+)
+
+// routeKeys are the keys of one `routes` entry; the `default` route body has
+// the same keys but `location` and `methods` (it catches whatever is left).
+var (
+	routeKeys   = []string{"location", "auth", "methods", "roles", "scopes", "claims", "upstream"}
+	defaultKeys = []string{"auth", "roles", "scopes", "claims", "upstream"}
+)
+
+// Decode decodes and validates the `routes` list and the `default` value of
+// a config file and compiles them into an Engine. Either node may be nil:
+// no `routes` is an empty list, no `default` is `deny`. Every error is
+// recorded in d with its node's position, all of them in one pass; Decode
+// returns nil when it recorded any.
+func Decode(d *yamlpos.Decoder, routes, def *yaml.Node) *Engine {
+	before := len(yamlpos.Errors(d.Err()))
+	var list, located []*Route
+	for _, n := range d.Seq(routes) {
+		r, ok, keyOK := decodeRoute(d, n)
+		if ok {
+			list = append(list, r)
+		}
+		if keyOK {
+			located = append(located, r)
+		}
+	}
+	// Routes with errors elsewhere still take part, so that a duplicate is
+	// reported in the same pass.
+	checkDuplicates(d, located)
+	dr := decodeDefault(d, def)
+	if len(yamlpos.Errors(d.Err())) > before || dr == nil {
+		return nil
+	}
+	return compile(list, dr)
+}
+
+// decodeRoute decodes one `routes` entry. ok is false when it has an
+// error (recorded); keyOK says its location and methods are valid, so it
+// can take part in the duplicate check.
+func decodeRoute(d *yamlpos.Decoder, n *yaml.Node) (r *Route, ok, keyOK bool) {
+	m := d.Map(n, routeKeys...)
+	if m.Node == nil || m.Node.Kind != yaml.MappingNode {
+		if yamlpos.IsNull(n) {
+			d.Errorf(n, "route must be a mapping with at least a location")
+		}
+		return nil, false, false
+	}
+	r = &Route{}
+	keyOK = true
+	if loc := d.Require(m, "location"); loc != nil {
+		keyOK = decodeLocation(d, loc, r)
+	} else {
+		keyOK = false
+	}
+	if v := m.Get("methods"); !yamlpos.IsNull(v) {
+		keyOK = decodeMethods(d, v, r) && keyOK
+	}
+	ok = decodeBody(d, m, r) && keyOK
+	return r, ok, keyOK
+}
+
+// decodeDefault decodes `default`: absent or `deny` is the deny route, a
+// mapping is a route body. nil when it has an error.
+func decodeDefault(d *yamlpos.Decoder, n *yaml.Node) *Route {
+	r := &Route{Name: "default", kind: kindDefault}
+	if yamlpos.IsNull(n) {
+		r.deny = true
+		return r
+	}
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "deny" {
+			d.Errorf(n, "default must be deny or a route body such as { auth: required }, got %q", n.Value)
+			return nil
+		}
+		r.deny = true
+		return r
+	}
+	if n.Kind != yaml.MappingNode {
+		d.Errorf(n, "default must be deny or a route body such as { auth: required }")
+		return nil
+	}
+	m := d.Map(n, defaultKeys...)
+	if !decodeBody(d, m, r) {
+		return nil
+	}
+	return r
+}
+
+// decodeBody decodes the keys a route and the default route share.
+func decodeBody(d *yamlpos.Decoder, m yamlpos.Map, r *Route) bool {
+	ok := true
+	if v := m.Get("auth"); !yamlpos.IsNull(v) {
+		var s string
+		if d.String(v, &s) {
+			switch s {
+			case "required":
+				r.Auth = AuthRequired
+			case "optional":
+				r.Auth = AuthOptional
+			case "none":
+				r.Auth = AuthNone
+			default:
+				d.Errorf(v, "unknown auth %q: want required, optional or none", s)
+				ok = false
+			}
+		} else {
+			ok = false
+		}
+	}
+	if v := m.Get("roles"); !yamlpos.IsNull(v) {
+		ok = decodeRequirement(d, v, "roles", &r.roles) && ok
+	}
+	if v := m.Get("scopes"); !yamlpos.IsNull(v) {
+		ok = decodeRequirement(d, v, "scopes", &r.scopes) && ok
+	}
+	if v := m.Get("claims"); !yamlpos.IsNull(v) {
+		ok = decodeClaims(d, v, r) && ok
+	}
+	if v := m.Get("upstream"); !yamlpos.IsNull(v) {
+		var s string
+		if d.String(v, &s) {
+			if msg := checkUpstream(s); msg != "" {
+				d.Errorf(v, "invalid upstream %q: %s", s, msg)
+				ok = false
+			}
+			r.Upstream = s
+		} else {
+			ok = false
+		}
+	}
+	if ok && r.Auth == AuthNone && r.hasRequirements() {
+		// A route that looks at no token cannot require anything of one.
+		d.Errorf(m.Get("auth"), "auth: none cannot be combined with roles, scopes or claims (no token is looked at)")
+		ok = false
+	}
+	return ok
+}
+
+// decodeLocation parses the location string (SPEC.md 3) into r.
+func decodeLocation(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
+	var s string
+	if !d.String(n, &s) {
+		return false
+	}
+	r.Name = s
+	r.line, r.col = n.Line, n.Column
+	k, v, msg := parseLocation(s)
+	if msg != "" {
+		d.Errorf(n, "invalid location %q: %s", s, msg)
+		return false
+	}
+	r.kind, r.value = k, v
+	switch k {
+	case kindExact:
+		canon, good := Normalize(v)
+		switch {
+		case !good:
+			d.Errorf(n, "location %q can never match: %q is a bad path that requests are refused for (400)", s, v)
+			return false
+		case canon != v:
+			d.Errorf(n, "location %q can never match: paths are matched in normalised form, write %q", s, "= "+canon)
+			return false
+		}
+	case kindPrefix, kindPrefixStop:
+		if !prefixCanMatch(v) {
+			mod := strings.TrimSuffix(s, v)
+			if canon, good := Normalize(v); good && prefixCanMatch(canon) {
+				d.Errorf(n, "location %q can never match: paths are matched in normalised form, write %q", s, mod+canon)
+			} else {
+				d.Errorf(n, "location %q can never match: no normalised path starts with %q", s, v)
+			}
+			return false
+		}
+	case kindRegex, kindRegexFold:
+		expr := v
+		if k == kindRegexFold {
+			expr = "(?i)" + v
+		}
+		re, err := regexp.Compile(expr)
+		if err != nil {
+			d.Errorf(n, "invalid location %q: regex: %s", s, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+			return false
+		}
+		r.re = re
+		r.rePre, r.rePreFold, r.reSuf, r.reSufFold = anchoredLiterals(expr)
+	}
+	return true
+}
+
+// parseLocation splits a location string into its form and value; msg is
+// the error, if any.
+func parseLocation(s string) (k kind, value, msg string) {
+	const want = `want "= /path", "^~ /prefix", "~ regex", "~* regex" or "/prefix"`
+	mods := []struct {
+		mod string
+		k   kind
+	}{{"=", kindExact}, {"^~", kindPrefixStop}, {"~*", kindRegexFold}, {"~", kindRegex}}
+	for _, m := range mods {
+		rest, found := strings.CutPrefix(s, m.mod)
+		if !found {
+			continue
+		}
+		if !strings.HasPrefix(rest, " ") {
+			if rest == "" {
+				return 0, "", "nothing after " + strconv.Quote(m.mod) + "; " + want
+			}
+			return 0, "", "put one space after " + strconv.Quote(m.mod) + "; " + want
+		}
+		rest = rest[1:]
+		switch {
+		case rest == "":
+			return 0, "", "nothing after " + strconv.Quote(m.mod) + "; " + want
+		case rest[0] == ' ' || rest[0] == '\t':
+			return 0, "", "one space only after " + strconv.Quote(m.mod)
+		case (m.k == kindExact || m.k == kindPrefixStop) && rest[0] != '/':
+			return 0, "", "the path must start with /"
+		}
+		return m.k, rest, ""
+	}
+	if !strings.HasPrefix(s, "/") {
+		return 0, "", want
+	}
+	return kindPrefix, s, ""
+}
+
+// prefixCanMatch reports whether some canonical path starts with p. Append
+// a completion and see whether the result is canonical and keeps p: "/a/."
+// can match "/a/.x", but "/a//", "/a/%2e" or "/a/%7e" never can. A prefix
+// that ends inside an escape ("/a%", "/a%2") is completed to one.
+func prefixCanMatch(p string) bool {
+	for _, tail := range []string{"x", "20", "0"} {
+		c, ok := Normalize(p + tail)
+		if ok && c == p+tail {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeMethods decodes `methods`: upper-case HTTP method tokens, at least one.
+func decodeMethods(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
+	var ms []string
+	if !d.Strings(n, &ms) {
+		return false
+	}
+	if len(ms) == 0 {
+		d.Errorf(n, "methods must not be empty (leave it out to allow every method)")
+		return false
+	}
+	ok := true
+	elems := d.Seq(n)
+	for i, m := range ms {
+		switch {
+		case !methodToken(m):
+			d.Errorf(elems[i], "invalid method %q: want an upper-case HTTP method such as GET", m)
+			ok = false
+		case slices.Contains(ms[:i], m):
+			d.Errorf(elems[i], "method %q listed twice", m)
+			ok = false
+		}
+	}
+	r.methods = ms
+	return ok
+}
+
+// methodToken reports whether m is an RFC 9110 token without lower-case
+// letters (methods are case-sensitive; the registered ones are upper-case).
+func methodToken(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		switch {
+		case 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// decodeRequirement decodes a `roles` or `scopes` mapping {any, all}.
+func decodeRequirement(d *yamlpos.Decoder, n *yaml.Node, what string, q *requirement) bool {
+	m := d.Map(n, "any", "all")
+	if m.Node == nil || m.Node.Kind != yaml.MappingNode {
+		return false
+	}
+	ok := true
+	for _, k := range []string{"any", "all"} {
+		v := m.Get(k)
+		if yamlpos.IsNull(v) {
+			if v != nil {
+				d.Errorf(v, "%s.%s must be a list of strings", what, k)
+				ok = false
+			}
+			continue
+		}
+		var list []string
+		if !d.Strings(v, &list) {
+			ok = false
+			continue
+		}
+		if len(list) == 0 {
+			d.Errorf(v, "%s.%s must not be empty", what, k)
+			ok = false
+			continue
+		}
+		for i, s := range list {
+			if s == "" {
+				d.Errorf(d.Seq(v)[i], "%s.%s: empty name", what, k)
+				ok = false
+			}
+		}
+		if k == "any" {
+			q.any = list
+		} else {
+			q.all = list
+		}
+	}
+	if ok && q.empty() && len(m.Node.Content) == 0 {
+		d.Errorf(n, "%s must have any and/or all (an empty requirement is always met: leave it out instead)", what)
+		return false
+	}
+	return ok
+}
+
+// decodeClaims decodes `claims`: claim path -> required scalar.
+func decodeClaims(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
+	m := d.Map(n)
+	if m.Node == nil || m.Node.Kind != yaml.MappingNode {
+		return false
+	}
+	ok := true
+	keys, values := m.Entries()
+	if len(keys) == 0 && len(m.Node.Content) == 0 {
+		d.Errorf(n, "claims must not be empty (leave it out instead)")
+		return false
+	}
+	for i, k := range keys {
+		v := values[i]
+		if k == "" {
+			d.Errorf(m.KeyNode(k), "claims: empty claim path")
+			ok = false
+			continue
+		}
+		c := claimReq{path: k}
+		if !decodeClaimValue(d, k, v, &c) {
+			ok = false
+			continue
+		}
+		r.claims = append(r.claims, c)
+	}
+	return ok
+}
+
+func decodeClaimValue(d *yamlpos.Decoder, k string, v *yaml.Node, c *claimReq) bool {
+	const want = "want a string, true/false or a number"
+	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+		d.Errorf(v, "claim %q: %s", k, want)
+		return false
+	}
+	switch v.Tag {
+	case "!!str":
+		c.kind, c.str = claimString, v.Value
+	case "!!bool":
+		var b bool
+		if err := v.Decode(&b); err != nil {
+			d.Errorf(v, "claim %q: %s", k, want)
+			return false
+		}
+		c.kind, c.bool = claimBool, b
+	case "!!int", "!!float":
+		var x any
+		if err := v.Decode(&x); err != nil {
+			d.Errorf(v, "claim %q: %s", k, want)
+			return false
+		}
+		var f float64
+		switch n := x.(type) {
+		case int:
+			f = float64(n)
+		case int64:
+			f = float64(n)
+		case uint64:
+			f = float64(n)
+		case float64:
+			f = n
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			d.Errorf(v, "claim %q: %q is not a finite number", k, v.Value)
+			return false
+		}
+		c.kind, c.num = claimNumber, f
+	default:
+		d.Errorf(v, "claim %q: %s, got %s", k, want, v.Tag)
+		return false
+	}
+	return true
+}
+
+// checkUpstream validates an upstream URL; it returns the problem or "".
+func checkUpstream(s string) string {
+	const want = "want http://host[:port][/path], https://host[:port][/path] or unix:///path.sock"
+	u, err := url.Parse(s)
+	if err != nil {
+		return want
+	}
+	switch u.Scheme {
+	case "http", "https":
+		switch {
+		case u.Host == "" || u.Hostname() == "":
+			return "no host; " + want
+		case u.User != nil:
+			return "credentials in the URL are not supported"
+		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			return "no query or fragment allowed; " + want
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return "bad port " + strconv.Quote(p)
+			}
+		} else if strings.HasSuffix(u.Host, ":") {
+			return "empty port; " + want
+		}
+	case "unix":
+		switch {
+		case u.Host != "" || u.User != nil:
+			return "a unix socket has no host: write unix:///abs/path.sock"
+		case !strings.HasPrefix(u.Path, "/") || strings.HasSuffix(u.Path, "/"):
+			return "want an absolute socket path: unix:///abs/path.sock"
+		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			return "no query or fragment allowed; " + want
+		}
+	default:
+		return want
+	}
+	return ""
+}
+
+// identity is what makes two locations the same for the duplicate check:
+// "/x" and "^~ /x" are the same prefix (nginx refuses that pair as a
+// duplicate location too).
+type identity struct {
+	class kind
+	value string
+}
+
+func identityOf(r *Route) identity {
+	k := r.kind
+	if k == kindPrefixStop {
+		k = kindPrefix
+	}
+	return identity{k, r.value}
+}
+
+// checkDuplicates reports a route whose location and methods overlap an
+// earlier route's: the later one could never match for those methods.
+func checkDuplicates(d *yamlpos.Decoder, list []*Route) {
+	seen := map[identity][]*Route{}
+	for _, r := range list {
+		id := identityOf(r)
+		for _, p := range seen[id] {
+			m, overlap := overlapMethod(p, r)
+			if !overlap {
+				continue
+			}
+			pos := yamlpos.Pos{File: d.File, Line: r.line, Col: r.col}
+			if m == "" {
+				d.Add(yamlpos.Errorf(pos, "duplicate location %q: already defined at line %d (give both routes methods that do not overlap)", r.Name, p.line))
+			} else {
+				note := ""
+				if m == "HEAD" {
+					note = " (GET also admits HEAD)"
+				}
+				d.Add(yamlpos.Errorf(pos, "duplicate location %q for method %s: already defined at line %d%s", r.Name, m, p.line, note))
+			}
+			break
+		}
+		seen[id] = append(seen[id], r)
+	}
+}
+
+// overlapMethod returns a method both routes admit, "" when both admit
+// every method.
+func overlapMethod(a, b *Route) (string, bool) {
+	switch {
+	case a.methods == nil && b.methods == nil:
+		return "", true
+	case b.methods == nil:
+		return a.methods[0], true
+	}
+	for _, m := range b.methods {
+		if a.admits(m) {
+			return m, true
+		}
+		if m == "GET" && a.admits("HEAD") {
+			return "HEAD", true
+		}
+	}
+	return "", false
+}
+
+// anchoredLiterals returns the literal text every match of expr must start
+// with (expr begins with ^ and literal text) and the one it must end with
+// (expr ends with literal text and $), each with whether it compares
+// case-insensitively; "" when there is none. Only ASCII literals qualify,
+// and case-folded ones without k or s (RE2 folds them with U+212A KELVIN
+// SIGN and U+017F LONG S), so a literal check never rules out a path the
+// regex would match.
+func anchoredLiterals(expr string) (pre string, preFold bool, suf string, sufFold bool) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil || re.Op != syntax.OpConcat || len(re.Sub) < 2 {
+		return "", false, "", false
+	}
+	if re.Sub[0].Op == syntax.OpBeginText {
+		pre, preFold = literal(re.Sub[1])
+	}
+	if n := len(re.Sub); re.Sub[n-1].Op == syntax.OpEndText {
+		suf, sufFold = literal(re.Sub[n-2])
+	}
+	return pre, preFold, suf, sufFold
+}
+
+func literal(re *syntax.Regexp) (string, bool) {
+	if re.Op != syntax.OpLiteral {
+		return "", false
+	}
+	fold := re.Flags&syntax.FoldCase != 0
+	for _, c := range re.Rune {
+		if c >= 0x80 || fold && (c == 'k' || c == 'K' || c == 's' || c == 'S') {
+			return "", false
+		}
+	}
+	return string(re.Rune), fold
+}

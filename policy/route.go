@@ -1,0 +1,180 @@
+package policy
+
+import (
+	"regexp"
+	"slices"
+)
+
+// Auth says whether a route looks at a token.
+type Auth uint8
+
+const (
+	// AuthRequired (the default): a verified token is needed.
+	AuthRequired Auth = iota
+	// AuthOptional: a token is verified when present; its absence never
+	// denies unless the route has roles, scopes or claims requirements.
+	AuthOptional
+	// AuthNone: no token is looked at.
+	AuthNone
+)
+
+func (a Auth) String() string {
+	switch a {
+	case AuthRequired:
+		return "required"
+	case AuthOptional:
+		return "optional"
+	case AuthNone:
+		return "none"
+	}
+	return "unknown"
+}
+
+// kind is the form of a location (SPEC.md 3).
+type kind uint8
+
+const (
+	kindDefault    kind = iota // the `default` route: no location
+	kindExact                  // = /path
+	kindPrefix                 // /prefix
+	kindPrefixStop             // ^~ /prefix: when longest, regexes are not tried
+	kindRegex                  // ~ regex
+	kindRegexFold              // ~* regex (case-insensitive)
+)
+
+// Route is one entry of `routes`, or the `default` route. Routes are built
+// by Decode and never change afterwards.
+type Route struct {
+	// Name is the location string as written in the file ("= /login",
+	// "/api/orders/", "~ ^/admin(/|$)"), or "default". It is the metrics
+	// `route` label and the audit `route`.
+	Name string
+	// Index is the position of the route in Engine.Routes.
+	Index int
+	// Auth is the route's `auth` (AuthRequired when not given).
+	Auth Auth
+	// Upstream is the per-route upstream URL; "" means the global one.
+	// Validated as http://host[:port][/path], https://... or
+	// unix:///abs/path.sock.
+	Upstream string
+
+	kind  kind
+	value string         // the path or regex after the modifier
+	re    *regexp.Regexp // kindRegex, kindRegexFold
+	// rePre and reSuf are literals every match must start and end with
+	// (anchored regexes such as ^/admin(/|$) or \.php$), checked before
+	// running the regex: with many regexes most are ruled out by a string
+	// compare. The Fold flags say to compare ASCII case-insensitively.
+	rePre, reSuf         string
+	rePreFold, reSufFold bool
+	// methods admitted; nil means every method. GET also admits HEAD.
+	methods   []string
+	line, col int // the location's position, for duplicate errors
+
+	deny   bool // the default route of `default: deny`
+	roles  requirement
+	scopes requirement
+	claims []claimReq
+}
+
+// requirement is a `roles` or `scopes` mapping: any (at least one of) and
+// all (every one of). A nil list is no requirement.
+type requirement struct {
+	any, all []string
+}
+
+func (q requirement) empty() bool { return q.any == nil && q.all == nil }
+
+// met reports whether have satisfies q.
+func (q requirement) met(have []string) bool {
+	if q.any != nil && !containsAny(have, q.any) {
+		return false
+	}
+	for _, w := range q.all {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func containsAny(have, want []string) bool {
+	for _, w := range want {
+		if slices.Contains(have, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimReq is one `claims` entry: the claim at path must equal the value.
+type claimReq struct {
+	path string
+	// exactly one of these is set, by the YAML type of the required value
+	kind claimKind
+	str  string
+	num  float64
+	bool bool
+}
+
+type claimKind uint8
+
+const (
+	claimString claimKind = iota
+	claimNumber
+	claimBool
+)
+
+// met compares with a value as encoding/json decodes it: strings equal
+// strings, booleans booleans, numbers numerically (as float64). No
+// conversions across types: "5" is not 5, "true" is not true.
+func (c *claimReq) met(v any) bool {
+	switch c.kind {
+	case claimString:
+		s, ok := v.(string)
+		return ok && s == c.str
+	case claimBool:
+		b, ok := v.(bool)
+		return ok && b == c.bool
+	case claimNumber:
+		switch n := v.(type) {
+		case float64:
+			return n == c.num
+		case int:
+			return float64(n) == c.num
+		case int64:
+			return float64(n) == c.num
+		}
+	}
+	return false
+}
+
+// admits reports whether the route takes part in matching for method.
+// As nginx's limit_except, GET also admits HEAD: a HEAD is a GET without the
+// body, and a rule that lets a caller GET a resource should let it HEAD it.
+func (r *Route) admits(method string) bool {
+	if r.methods == nil {
+		return true
+	}
+	for _, m := range r.methods {
+		if m == method || (m == "GET" && method == "HEAD") {
+			return true
+		}
+	}
+	return false
+}
+
+// hasRequirements reports whether the route asks anything of a token.
+func (r *Route) hasRequirements() bool {
+	return !r.roles.empty() || !r.scopes.empty() || len(r.claims) > 0
+}
+
+// ClaimPaths returns the claim paths of the route's `claims` rules: what
+// Decide will ask Subject.Claims for.
+func (r *Route) ClaimPaths() []string {
+	out := make([]string, len(r.claims))
+	for i := range r.claims {
+		out[i] = r.claims[i].path
+	}
+	return out
+}
