@@ -1,0 +1,221 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gatehouse/gatehouse/audit/audittest"
+)
+
+func benchEvent() Event {
+	ev := fullEvent()
+	ev.Time = time.Now()
+	return ev
+}
+
+// BenchmarkEmit is the request path's cost with a live worker draining the
+// queue to stdout (io.Discard): the send, or a counted drop when the worker
+// falls behind.
+func BenchmarkEmit(b *testing.B) {
+	e, err := New(DefaultConfig(), Options{Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close(context.Background())
+	ev := benchEvent()
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Emit(ev)
+	}
+}
+
+// BenchmarkEmitParallel is Emit from concurrent requests.
+func BenchmarkEmitParallel(b *testing.B) {
+	e, err := New(DefaultConfig(), Options{Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close(context.Background())
+	ev := benchEvent()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			e.Emit(ev)
+		}
+	})
+}
+
+// BenchmarkEmitBrokerCut is Emit while the broker refuses connections:
+// queue then spool (when set) fill, then Emit drops and counts.
+func BenchmarkEmitBrokerCut(b *testing.B) {
+	for _, tt := range []struct {
+		name  string
+		spool bool
+	}{{"nospool", false}, {"spool", true}} {
+		b.Run(tt.name, func(b *testing.B) {
+			cfg := rabbitConfig(closedPortURL(b), "gh-bench-unused")
+			cfg.QueueSize = DefaultQueueSize
+			if tt.spool {
+				cfg.SpoolDir = b.TempDir()
+				cfg.SpoolMaxBytes = 64 << 20
+			}
+			e, err := New(cfg, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ev := benchEvent()
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Emit(ev)
+			}
+			b.StopTimer()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			defer cancel()
+			e.Close(ctx)
+		})
+	}
+}
+
+// BenchmarkEncode is the worker's cost to encode one CloudEvent.
+func BenchmarkEncode(b *testing.B) {
+	ev := benchEvent()
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendCloudEvent(buf[:0], &ev, "0123456789abcdef0123456789abcdef", "gatehouse/bench", ev.Time)
+	}
+	b.SetBytes(int64(len(buf)))
+}
+
+// BenchmarkEncodeJSON is encoding/json on the same document, for comparison.
+func BenchmarkEncodeJSON(b *testing.B) {
+	ev := benchEvent()
+	type data struct {
+		RequestID  string   `json:"request_id"`
+		Decision   string   `json:"decision"`
+		Reason     string   `json:"reason"`
+		Status     int      `json:"status"`
+		Route      string   `json:"route"`
+		Method     string   `json:"method"`
+		Path       string   `json:"path"`
+		Host       string   `json:"host"`
+		ClientIP   string   `json:"client_ip"`
+		Subject    string   `json:"subject,omitempty"`
+		Issuer     string   `json:"issuer,omitempty"`
+		JTI        string   `json:"jti,omitempty"`
+		Roles      []string `json:"roles,omitempty"`
+		DurationMS float64  `json:"duration_ms"`
+	}
+	type envelope struct {
+		SpecVersion     string `json:"specversion"`
+		Type            string `json:"type"`
+		Source          string `json:"source"`
+		ID              string `json:"id"`
+		Time            string `json:"time"`
+		DataContentType string `json:"datacontenttype"`
+		Data            data   `json:"data"`
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = json.Marshal(envelope{"1.0", EventType(ev.Decision), "gatehouse/bench", "0123456789abcdef0123456789abcdef",
+			ev.Time.UTC().Format(timeLayout), "application/json", data{ev.RequestID, ev.Decision, ev.Reason, ev.Status, ev.Route,
+				ev.Method, ev.Path, ev.Host, ev.ClientIP, ev.Subject, ev.Issuer, ev.JTI, ev.Roles, float64(ev.Duration) / 1e6}})
+	}
+}
+
+// BenchmarkPublishConfirmed is the sustained rate of events confirmed by
+// the local broker into a bound durable queue (persistent messages), as
+// events/s: with the queue idle (messages pile up on disk) and with a
+// consumer draining it, as a SIEM would.
+func BenchmarkPublishConfirmed(b *testing.B) {
+	for _, consumer := range []bool{false, true} {
+		name := "idle-queue"
+		if consumer {
+			name = "consumed-queue"
+		}
+		b.Run(name, func(b *testing.B) { benchPublish(b, consumer) })
+	}
+}
+
+func benchPublish(b *testing.B, consume bool) {
+	url := audittest.BrokerURL(b)
+	exchange, queue := uniqueName("gh-bench-x-"), uniqueName("gh-bench-q-")
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Clean up on a fresh connection: this one may have been closed
+	// meanwhile (another test's rabbitmqctl close_all_connections).
+	defer deleteTopology(url, exchange, queue)
+	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := ch.QueueBind(queue, "auth.#", exchange, false, nil); err != nil {
+		b.Fatal(err)
+	}
+	if consume {
+		deliveries, err := ch.Consume(queue, "", true, false, false, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			for range deliveries { // ends when conn closes
+			}
+		}()
+	}
+	cfg := rabbitConfig(url, exchange)
+	cfg.QueueSize = max(b.N+1, 100)
+	e, err := New(cfg, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := benchEvent()
+	e.Emit(ev) // warm up: wait for the connection
+	waitFor(b, 20*time.Second, "first confirm", func() bool { return counter(e, "published") == 1 })
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		e.Emit(ev)
+	}
+	for counter(e, "published") < float64(b.N+1) {
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	if d := counter(e, "dropped"); d != 0 {
+		b.Fatalf("%v dropped", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.Close(ctx)
+}
+
+// deleteTopology removes a test's queue and exchange.
+func deleteTopology(url, exchange, queue string) {
+	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if ch, err := conn.Channel(); err == nil {
+		if queue != "" {
+			ch.QueueDelete(queue, false, false, false)
+		}
+		ch.ExchangeDelete(exchange, false, false)
+	}
+}

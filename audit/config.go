@@ -1,0 +1,274 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"gopkg.in/yaml.v3"
+
+	"github.com/gatehouse/gatehouse/internal/yamlpos"
+)
+
+// Sink names accepted by `audit.sink`.
+const (
+	SinkStdout   = "stdout"
+	SinkFile     = "file"
+	SinkRabbitMQ = "rabbitmq"
+	SinkNone     = "none"
+)
+
+// Defaults of the `audit` section (SPEC.md 2).
+const (
+	DefaultQueueSize     = 10000
+	DefaultSpoolMaxBytes = 1 << 30 // 1 GiB
+	DefaultExchange      = "gatehouse.audit"
+	DefaultRoutingKey    = "auth.{decision}"
+	DefaultURLEnv        = "GATEHOUSE_AMQP_URL"
+)
+
+// Config is the `audit` section with defaults applied. The zero value is not
+// valid; use DefaultConfig or DecodeConfig.
+type Config struct {
+	Sink          string   // stdout | file | rabbitmq | none; default stdout
+	Events        []string // decisions emitted, subset of allow, deny; default [allow deny]
+	File          string   // path of the JSON-lines file for sink file (required there)
+	QueueSize     int      // events buffered between requests and the sink; default 10000
+	SpoolDir      string   // "" = no spool; else events the broker cannot take now go here
+	SpoolMaxBytes int64    // bound on the spool's files in bytes; default 1 GiB
+	RabbitMQ      RabbitMQConfig
+}
+
+// RabbitMQConfig is `audit.rabbitmq`.
+type RabbitMQConfig struct {
+	// URL is the broker URL resolved from url_env, url_file or url (only
+	// when sink is rabbitmq). It holds a password: never log it.
+	URL        string
+	URLEnv     string // as configured; default GATEHOUSE_AMQP_URL when neither url_file nor url is set
+	URLFile    string // as configured
+	Exchange   string // durable topic exchange; default gatehouse.audit
+	RoutingKey string // template with {decision} and {reason}; default auth.{decision}
+}
+
+// DefaultConfig is the section with every default and nothing else.
+func DefaultConfig() Config {
+	return Config{
+		Sink:          SinkStdout,
+		Events:        []string{"allow", "deny"},
+		QueueSize:     DefaultQueueSize,
+		SpoolMaxBytes: DefaultSpoolMaxBytes,
+		RabbitMQ: RabbitMQConfig{
+			URLEnv:     DefaultURLEnv,
+			Exchange:   DefaultExchange,
+			RoutingKey: DefaultRoutingKey,
+		},
+	}
+}
+
+// Equal reports whether two configs are the same, so a reload can keep the
+// running emitter (and its broker connection) when `audit` did not change.
+// The resolved URL takes part: a rotated password in url_file is a change.
+func (c Config) Equal(o Config) bool {
+	return c.Sink == o.Sink && slices.Equal(c.Events, o.Events) && c.File == o.File &&
+		c.QueueSize == o.QueueSize && c.SpoolDir == o.SpoolDir && c.SpoolMaxBytes == o.SpoolMaxBytes &&
+		c.RabbitMQ == o.RabbitMQ
+}
+
+var (
+	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	placeholder = regexp.MustCompile(`\{[^{}]*\}`)
+)
+
+// DecodeConfig decodes and validates the `audit` section (n may be nil: all
+// defaults). With sink rabbitmq it resolves the URL from url_env, url_file or
+// url; an unset variable or unreadable file is an error at the key's
+// position. Errors are recorded in d; the returned config has defaults
+// applied for every key that was absent or wrong.
+func DecodeConfig(d *yamlpos.Decoder, n *yaml.Node) Config {
+	c := DefaultConfig()
+	m := d.Map(n, "sink", "events", "file", "queue_size", "spool_dir", "spool_max_bytes", "rabbitmq")
+
+	if v := m.Get("sink"); d.String(v, &c.Sink) {
+		switch c.Sink {
+		case SinkStdout, SinkFile, SinkRabbitMQ, SinkNone:
+		default:
+			d.Errorf(v, "unknown audit sink %q (want stdout, file, rabbitmq or none)", c.Sink)
+			c.Sink = SinkStdout
+		}
+	}
+	if v := m.Get("events"); !yamlpos.IsNull(v) {
+		var events []string
+		if d.Strings(v, &events) {
+			elems := d.Seq(v)
+			ok := true
+			for i, ev := range events {
+				switch {
+				case ev != "allow" && ev != "deny":
+					d.Errorf(elems[i], "unknown audit event %q (want allow or deny)", ev)
+					ok = false
+				case slices.Contains(events[:i], ev):
+					d.Errorf(elems[i], "audit event %q given twice", ev)
+					ok = false
+				}
+			}
+			if ok {
+				c.Events = events
+			}
+		}
+	}
+	fileNode := m.Get("file")
+	d.String(fileNode, &c.File)
+	if c.Sink == SinkFile && c.File == "" {
+		if fileNode != nil {
+			d.Errorf(fileNode, "audit.file must not be empty with sink file")
+		} else {
+			d.Errorf(m.Node, "missing required key %q (sink file)", "file")
+		}
+	}
+	var i64 int64
+	if d.Int(m.Get("queue_size"), 1, &i64) {
+		if i64 > 1<<24 {
+			d.Errorf(m.Get("queue_size"), "queue_size %d is too large (at most %d)", i64, 1<<24)
+		} else {
+			c.QueueSize = int(i64)
+		}
+	}
+	if v := m.Get("spool_dir"); d.String(v, &c.SpoolDir) && c.SpoolDir != "" {
+		checkSpoolDir(d, v, c.SpoolDir)
+	}
+	if d.Int(m.Get("spool_max_bytes"), 1, &i64) {
+		c.SpoolMaxBytes = i64
+	}
+	if c.SpoolDir != "" && c.SpoolMaxBytes < minSpoolBytes {
+		d.Errorf(m.Get("spool_max_bytes"), "spool_max_bytes must be at least %d", minSpoolBytes)
+	}
+	c.RabbitMQ = decodeRabbitMQ(d, m.Get("rabbitmq"), c.Sink == SinkRabbitMQ, m.Get("sink"), m.Node)
+	return c
+}
+
+// checkSpoolDir reports, for `gatehouse -t`, a spool_dir that New would
+// refuse: a non-directory in the way, or a directory this process cannot
+// write. A missing directory is fine (New creates it).
+func checkSpoolDir(d *yamlpos.Decoder, n *yaml.Node, dir string) {
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		d.Errorf(n, "spool_dir: %v", unwrapPath(err))
+	case !info.IsDir():
+		d.Errorf(n, "spool_dir %s is not a directory", dir)
+	case syscall.Access(dir, 0x2|0x1) != nil: // W_OK|X_OK
+		d.Errorf(n, "spool_dir %s is not writable", dir)
+	}
+}
+
+// minSpoolBytes keeps a spool able to hold at least a few records.
+const minSpoolBytes = 64 << 10
+
+func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, auditNode *yaml.Node) RabbitMQConfig {
+	r := DefaultConfig().RabbitMQ
+	m := d.Map(n, "url_env", "url_file", "url", "exchange", "routing_key")
+	var url string
+	var given []string
+	for _, k := range []string{"url_env", "url_file", "url"} {
+		if m.Has(k) {
+			given = append(given, k)
+		}
+	}
+	if len(given) > 1 {
+		// Report at the key written last: the one that made it ambiguous.
+		last := m.KeyNode(given[0])
+		for _, k := range given[1:] {
+			if kn := m.KeyNode(k); kn.Line > last.Line || (kn.Line == last.Line && kn.Column > last.Column) {
+				last = kn
+			}
+		}
+		d.Errorf(last, "give only one of url_env, url_file and url (got %s)", strings.Join(given, ", "))
+	}
+	if len(given) > 0 {
+		r.URLEnv = ""
+	}
+	envNode, fileNode, urlNode := m.Get("url_env"), m.Get("url_file"), m.Get("url")
+	if d.String(envNode, &r.URLEnv) && !envName.MatchString(r.URLEnv) {
+		d.Errorf(envNode, "url_env %q is not an environment variable name", r.URLEnv)
+		resolve = false
+	}
+	d.String(fileNode, &r.URLFile)
+	d.String(urlNode, &url)
+	if d.String(m.Get("exchange"), &r.Exchange) && r.Exchange == "" {
+		d.Errorf(m.Get("exchange"), "exchange must not be empty (the default exchange cannot be declared)")
+	}
+	if v := m.Get("routing_key"); d.String(v, &r.RoutingKey) {
+		for _, p := range placeholder.FindAllString(r.RoutingKey, -1) {
+			if p != "{decision}" && p != "{reason}" {
+				d.Errorf(v, "routing_key: unknown placeholder %s (known: {decision}, {reason})", p)
+			}
+		}
+		if len(r.RoutingKey) > 200 {
+			d.Errorf(v, "routing_key is too long (AMQP allows 255 bytes after substitution)")
+		}
+	}
+	if !resolve || len(given) > 1 {
+		return r
+	}
+	// Resolve the URL now: `gatehouse -t` reads env secrets and files, and
+	// the error names the key, never the URL (it carries a password).
+	switch {
+	case r.URLFile != "":
+		b, err := os.ReadFile(r.URLFile)
+		if err != nil {
+			d.Errorf(fileNode, "read url_file: %v", unwrapPath(err))
+			return r
+		}
+		url = strings.TrimSpace(string(b))
+		if url == "" {
+			d.Errorf(fileNode, "url_file %s is empty", r.URLFile)
+			return r
+		}
+		r.URL = url
+		checkURL(d, fileNode, url, "url_file")
+	case urlNode != nil && !yamlpos.IsNull(urlNode):
+		r.URL = url
+		checkURL(d, urlNode, url, "url")
+	default:
+		at := envNode
+		if at == nil {
+			at = sinkNode
+		}
+		if at == nil {
+			at = auditNode
+		}
+		v, ok := os.LookupEnv(r.URLEnv)
+		if !ok || strings.TrimSpace(v) == "" {
+			d.Errorf(at, "sink rabbitmq: environment variable %s (url_env) is not set", r.URLEnv)
+			return r
+		}
+		r.URL = strings.TrimSpace(v)
+		checkURL(d, at, r.URL, "environment variable "+r.URLEnv)
+	}
+	return r
+}
+
+// checkURL validates an AMQP URL without ever echoing it: url.Parse errors
+// quote the whole URL, password included.
+func checkURL(d *yamlpos.Decoder, n *yaml.Node, url, from string) {
+	if _, err := amqp.ParseURI(url); err != nil {
+		d.Errorf(n, "%s: not a valid amqp:// or amqps:// URL", from)
+	}
+}
+
+// unwrapPath drops the *PathError wrapper's repetition of the operation.
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// Wants reports whether decision is listed in events.
+func (c Config) wants(decision string) bool { return slices.Contains(c.Events, decision) }

@@ -1,0 +1,182 @@
+package audit
+
+import (
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Event is one decision, filled by the proxy on the request path. It is
+// plain data, copied by value into the queue; Roles is shared and must not be
+// modified after Emit.
+type Event struct {
+	Time      time.Time // decision time; zero = when the worker encodes it
+	RequestID string
+	Decision  string // "allow" | "deny"
+	Reason    string // SPEC.md 4 codes, or "ok", "public"
+	Status    int
+	Route     string
+	Method    string
+	Path      string
+	Host      string
+	ClientIP  string
+	// Subject, Issuer, JTI and Roles come only from a token verified on this
+	// request (the proxy guarantees it). Empty ones are left out of the JSON.
+	Subject  string
+	Issuer   string
+	JTI      string
+	Roles    []string
+	Duration time.Duration
+}
+
+// EventType is the CloudEvents type of a decision: gatehouse.auth.<decision>.
+func EventType(decision string) string {
+	switch decision {
+	case "allow":
+		return "gatehouse.auth.allow"
+	case "deny":
+		return "gatehouse.auth.deny"
+	}
+	return "gatehouse.auth." + decision
+}
+
+// message is an encoded event: what is published, spooled and re-sent. Its
+// id and body never change once made, so a re-send is a true duplicate.
+type message struct {
+	id   string
+	typ  string
+	key  string // routing key
+	time time.Time
+	body []byte // CloudEvent JSON, no trailing newline
+}
+
+// timeLayout is RFC 3339 with microseconds, as SPEC.md 8's example.
+const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// appendCloudEvent appends ev as a CloudEvents 1.0 JSON object (SPEC.md 8).
+// Identity fields (subject, issuer, jti, roles) are omitted when empty;
+// every other data field is always present.
+func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byte {
+	b = append(b, `{"specversion":"1.0","type":`...)
+	b = appendString(b, EventType(ev.Decision))
+	b = append(b, `,"source":`...)
+	b = appendString(b, source)
+	b = append(b, `,"id":`...)
+	b = appendString(b, id)
+	b = append(b, `,"time":"`...)
+	b = t.UTC().AppendFormat(b, timeLayout)
+	b = append(b, `","datacontenttype":"application/json","data":{"request_id":`...)
+	b = appendString(b, ev.RequestID)
+	b = append(b, `,"decision":`...)
+	b = appendString(b, ev.Decision)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, ev.Reason)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(ev.Status), 10)
+	b = append(b, `,"route":`...)
+	b = appendString(b, ev.Route)
+	b = append(b, `,"method":`...)
+	b = appendString(b, ev.Method)
+	b = append(b, `,"path":`...)
+	b = appendString(b, ev.Path)
+	b = append(b, `,"host":`...)
+	b = appendString(b, ev.Host)
+	b = append(b, `,"client_ip":`...)
+	b = appendString(b, ev.ClientIP)
+	if ev.Subject != "" {
+		b = append(b, `,"subject":`...)
+		b = appendString(b, ev.Subject)
+	}
+	if ev.Issuer != "" {
+		b = append(b, `,"issuer":`...)
+		b = appendString(b, ev.Issuer)
+	}
+	if ev.JTI != "" {
+		b = append(b, `,"jti":`...)
+		b = appendString(b, ev.JTI)
+	}
+	if len(ev.Roles) > 0 {
+		b = append(b, `,"roles":[`...)
+		for i, r := range ev.Roles {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, r)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(ev.Duration)/float64(time.Millisecond), 'f', -1, 64)
+	b = append(b, "}}"...)
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// safeASCII marks the ASCII bytes appendString copies unescaped.
+var safeASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+// appendString appends s as a JSON string. It escapes what RFC 8259 requires
+// plus U+2028/U+2029 and <, >, & (as encoding/json does, so the output is safe
+// to embed in HTML or JavaScript), and replaces invalid UTF-8 with U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if safeASCII[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// routingKey substitutes {decision} and {reason} in tmpl.
+func routingKey(tmpl string, ev *Event) string {
+	if !strings.Contains(tmpl, "{") {
+		return tmpl
+	}
+	return strings.NewReplacer("{decision}", ev.Decision, "{reason}", ev.Reason).Replace(tmpl)
+}

@@ -1,0 +1,633 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Tuning of the rabbitmq sink.
+const (
+	// window is how many publishes may wait for their confirm at once: enough
+	// to keep the broker busy (>10k confirmed events/s locally) while bounding
+	// what a connection loss makes us re-send.
+	window       = 512
+	dialTimeout  = 5 * time.Second
+	setupTimeout = 10 * time.Second // dial + open + channel + confirm + exchange declare
+	heartbeat    = 10 * time.Second // bounds a publish stuck on a dead peer
+	backoffMin   = 100 * time.Millisecond
+	backoffMax   = 10 * time.Second
+	returnHold   = 250 * time.Millisecond // first pause after a returned message
+	returnMax    = 5 * time.Second
+	logEvery     = 10 * time.Second
+)
+
+// rabbit is the rabbitmq sink's worker state. Everything here is owned by
+// the run goroutine except dial, which runs in its own goroutine and hands
+// back a finished connection.
+//
+// Sources of messages, in the order they are published: retry (unconfirmed
+// at a connection loss, nacked or returned), then the spool, then the queue.
+// While the spool holds unread records, new events are appended to it rather
+// than published, so spooled events keep their order with newer ones.
+type rabbit struct {
+	e     *Emitter
+	cfg   RabbitMQConfig
+	log   *slog.Logger
+	spool *spool // nil without spool_dir
+
+	ctx    context.Context // cancelled when the worker ends: aborts a dial
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // dial goroutines
+
+	conn      *amqp.Connection
+	ch        *amqp.Channel
+	confirms  chan amqp.Confirmation
+	returns   chan amqp.Return
+	connClose chan *amqp.Error
+	chClose   chan *amqp.Error
+	blockedC  chan amqp.Blocking
+	blocked   bool
+	tag       uint64 // delivery tag of the last publish on ch
+
+	inflight []pending
+	retry    []pending
+	returned map[string]bool // message ids returned and not yet confirmed
+
+	dialing  bool
+	dialRes  chan dialResult
+	nextDial time.Time
+	backoff  time.Duration
+	down     bool // logged "unreachable" for the current outage
+
+	holdUntil   time.Time // after a returned message, wait before re-sending
+	returnDelay time.Duration
+	lastReturn  time.Time // rate limit of the "returned" log line
+	nReturned   int
+
+	spoolBroken bool      // a spool write failed: stop spooling, keep the queue
+	nextLockTry time.Time // while another emitter owns spool_dir
+	lastSpool   time.Time
+	encBuf      []byte
+	batch       []message
+}
+
+type pending struct {
+	m   message
+	seg *segment // spool segment the message came from, nil for memory
+	tag uint64
+}
+
+type dialResult struct {
+	conn      *amqp.Connection
+	ch        *amqp.Channel
+	confirms  chan amqp.Confirmation
+	returns   chan amqp.Return
+	connClose chan *amqp.Error
+	chClose   chan *amqp.Error
+	blocked   chan amqp.Blocking
+	err       error
+}
+
+func newRabbit(e *Emitter) (*rabbit, error) {
+	r := &rabbit{
+		e:        e,
+		cfg:      e.cfg.RabbitMQ,
+		log:      e.log,
+		returned: map[string]bool{},
+		dialRes:  make(chan dialResult, 1),
+		backoff:  backoffMin,
+	}
+	if e.cfg.RabbitMQ.URL == "" {
+		return nil, errors.New("audit: sink rabbitmq needs a broker URL")
+	}
+	if _, err := amqp.ParseURI(e.cfg.RabbitMQ.URL); err != nil {
+		return nil, errors.New("audit: the rabbitmq URL is not a valid amqp:// or amqps:// URL")
+	}
+	if e.cfg.SpoolDir != "" {
+		s, err := openSpool(e.cfg.SpoolDir, e.cfg.SpoolMaxBytes, defaultSegment, r.log)
+		if err != nil {
+			return nil, err
+		}
+		r.spool = s
+		if !s.locked {
+			r.log.Info("audit spool_dir in use by the emitter being replaced, waiting for it", "spool_dir", e.cfg.SpoolDir)
+		} else if !s.empty() {
+			r.log.Info("audit spool from a previous run will be replayed", "bytes", s.bytes())
+		}
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+func (r *rabbit) run() {
+	e := r.e
+	defer close(e.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	tick := time.NewTicker(dropReportEvery)
+	defer tick.Stop()
+	var drops dropReporter
+	var stopCtx context.Context
+	var stopDone <-chan struct{}
+	stopC := e.stop
+	for {
+		now := time.Now()
+		if r.conn == nil && !r.dialing && !now.Before(r.nextDial) {
+			r.startDial()
+		}
+		r.pump(now)
+		if stopCtx != nil && r.finished() {
+			r.shutdown()
+			drops.report(e)
+			return
+		}
+		var q <-chan Event
+		if r.acceptQueue(now, stopCtx != nil) {
+			q = e.q
+		}
+		if wake, ok := r.nextWake(now); ok {
+			timer.Reset(wake)
+		} else {
+			timer.Stop()
+		}
+		select {
+		case ev := <-q:
+			r.take(ev, now)
+		case c, ok := <-r.confirms:
+			if !ok {
+				r.confirms = nil
+				continue
+			}
+			r.confirm(c)
+		case ret, ok := <-r.returns:
+			if !ok { // channel shut down; chClose follows
+				r.returns = nil
+				continue
+			}
+			r.returned[ret.MessageId] = true
+		case b, ok := <-r.blockedC:
+			if !ok { // connection shut down; connClose follows
+				r.blockedC = nil
+				continue
+			}
+			if b.Active != r.blocked {
+				r.blocked = b.Active
+				if b.Active {
+					r.log.Warn("audit broker blocked publishing", "reason", b.Reason)
+				} else {
+					r.log.Info("audit broker unblocked publishing")
+				}
+			}
+		case err := <-r.connClose:
+			r.lost(err)
+		case err := <-r.chClose:
+			r.lost(err)
+		case res := <-r.dialRes:
+			r.connected(res)
+		case <-timer.C:
+		case <-tick.C:
+			drops.report(e)
+		case ctx := <-stopC:
+			stopCtx, stopDone, stopC = ctx, ctx.Done(), nil
+		case <-stopDone:
+			r.shutdown()
+			drops.report(e)
+			e.closeErr = stopCtx.Err()
+			return
+		}
+	}
+}
+
+// spoolOK reports whether the spool can be used now.
+func (r *rabbit) spoolOK() bool {
+	if r.spool == nil || r.spoolBroken {
+		return false
+	}
+	if !r.spool.locked {
+		if time.Now().Before(r.nextLockTry) {
+			return false
+		}
+		r.nextLockTry = time.Now().Add(100 * time.Millisecond)
+		ok, err := r.spool.tryLock()
+		if err != nil {
+			r.spoolBroken = true
+			r.log.Error("audit spool unusable", "err", err)
+			return false
+		}
+		if !ok {
+			return false
+		}
+		r.log.Info("audit spool lock taken", "bytes", r.spool.bytes())
+	}
+	return true
+}
+
+func (r *rabbit) canPublish(now time.Time) bool {
+	return r.ch != nil && !r.blocked && !now.Before(r.holdUntil) && len(r.inflight) < window
+}
+
+// pump publishes from retry, spool and queue until the window is full or
+// nothing is left.
+func (r *rabbit) pump(now time.Time) {
+	for r.canPublish(now) {
+		var p pending
+		switch {
+		case len(r.retry) > 0:
+			p = r.retry[0]
+			r.retry = r.retry[1:]
+		case r.spoolOK() && !r.spool.empty():
+			m, seg, ok := r.spool.next()
+			if !ok {
+				return
+			}
+			p = pending{m: m, seg: seg}
+		default:
+			select {
+			case ev := <-r.e.q:
+				p = pending{m: r.encode(&ev)}
+			default:
+				return
+			}
+		}
+		r.publish(p)
+	}
+}
+
+func (r *rabbit) encode(ev *Event) message {
+	m := r.e.encode(ev, r.encBuf[:0])
+	// The body is held until confirmed: give it its own exact-size copy
+	// and keep the scratch buffer.
+	r.encBuf = m.body
+	m.body = append([]byte(nil), m.body...)
+	return m
+}
+
+func (r *rabbit) publish(p pending) {
+	_, err := r.ch.PublishWithDeferredConfirmWithContext(r.ctx, r.cfg.Exchange, p.m.key, true, false, amqp.Publishing{
+		ContentType:  "application/json",
+		DeliveryMode: amqp.Persistent,
+		MessageId:    p.m.id,
+		Type:         p.m.typ,
+		Timestamp:    p.m.time,
+		AppId:        "gatehouse",
+		Body:         p.m.body,
+	})
+	if err != nil {
+		r.retry = append([]pending{p}, r.retry...)
+		r.lost(fmt.Errorf("publish: %w", err))
+		return
+	}
+	r.tag++
+	p.tag = r.tag
+	r.inflight = append(r.inflight, p)
+}
+
+// acceptQueue decides whether the worker reads the queue while it waits:
+// to publish, or to move events to the spool while the broker cannot take
+// them (or the queue is filling up), so that the queue drops only when the
+// spool is full too.
+func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
+	if r.canPublish(now) {
+		return true
+	}
+	if !r.spoolOK() || r.spool.full(1024) {
+		return false
+	}
+	return r.ch == nil || r.blocked || now.Before(r.holdUntil) || stopping ||
+		len(r.e.q) > cap(r.e.q)/2
+}
+
+// take handles an event read from the queue: published at once when
+// nothing older waits, else spooled with whatever else is queued.
+func (r *rabbit) take(ev Event, now time.Time) {
+	spoolOK := r.spoolOK()
+	if r.canPublish(now) && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) {
+		r.publish(pending{m: r.encode(&ev)})
+		return
+	}
+	if !spoolOK {
+		// acceptQueue only lets this happen while we may publish.
+		r.retry = append(r.retry, pending{m: r.encode(&ev)})
+		return
+	}
+	r.batch = append(r.batch[:0], r.encode(&ev))
+fill:
+	for len(r.batch) < maxBatch {
+		select {
+		case ev := <-r.e.q:
+			r.batch = append(r.batch, r.encode(&ev))
+		default:
+			break fill
+		}
+	}
+	r.spoolMessages(r.batch)
+}
+
+// spoolMessages appends msgs to the spool; what does not fit waits in retry
+// (at most one batch: acceptQueue stops reading the queue once full).
+func (r *rabbit) spoolMessages(msgs []message) {
+	n, err := r.spool.append(msgs)
+	r.e.c.spooled.Add(float64(n))
+	if err != nil {
+		if !errors.Is(err, errSpoolFull) {
+			r.spoolBroken = true
+			r.log.Error("audit spool write failed, spooling stopped", "err", err)
+		} else if now := time.Now(); now.Sub(r.lastSpool) >= logEvery {
+			r.lastSpool = now
+			r.log.Warn("audit spool full", "bytes", r.spool.bytes())
+		}
+		for _, m := range msgs[n:] {
+			r.retry = append(r.retry, pending{m: m})
+		}
+	}
+}
+
+func (r *rabbit) confirm(c amqp.Confirmation) {
+	// A message's basic.return is dispatched before its basic.ack by the
+	// library's single reader goroutine, so draining returns here sees it.
+	for drained := false; !drained; {
+		select {
+		case ret, ok := <-r.returns:
+			if !ok {
+				// Closed with the channel: a closed channel is always
+				// ready, so stop reading it or this never ends.
+				r.returns = nil
+				drained = true
+				continue
+			}
+			r.returned[ret.MessageId] = true
+		default:
+			drained = true
+		}
+	}
+	for len(r.inflight) > 0 && r.inflight[0].tag <= c.DeliveryTag {
+		p := r.inflight[0]
+		r.inflight = r.inflight[1:]
+		if p.tag != c.DeliveryTag {
+			// Confirms arrive one per tag, in order; a gap means the
+			// channel's bookkeeping broke: re-send to be safe.
+			r.retry = append(r.retry, p)
+			continue
+		}
+		switch {
+		case r.returned[p.m.id]:
+			delete(r.returned, p.m.id)
+			r.retry = append(r.retry, p)
+			r.onReturned(p)
+		case !c.Ack:
+			r.retry = append(r.retry, p)
+		default:
+			r.returnDelay = 0
+			r.e.c.published.Inc()
+			if p.seg != nil {
+				r.spool.ack(p.seg)
+			}
+		}
+	}
+}
+
+// onReturned pauses publishing: a returned message means no queue is bound
+// for its routing key, and re-sending at once would spin.
+func (r *rabbit) onReturned(p pending) {
+	r.returnDelay = min(max(r.returnDelay*2, returnHold), returnMax)
+	r.holdUntil = time.Now().Add(r.returnDelay)
+	r.nReturned++
+	if now := time.Now(); now.Sub(r.lastReturn) >= logEvery {
+		r.log.Warn("audit events returned by the broker (no queue bound?), will retry",
+			"exchange", r.cfg.Exchange, "routing_key", p.m.key, "count", r.nReturned)
+		r.lastReturn, r.nReturned = now, 0
+	}
+}
+
+// lost tears down the connection: unconfirmed messages go back to retry
+// (re-sent with the same message_id) and a reconnect is scheduled.
+func (r *rabbit) lost(err error) {
+	if r.conn == nil {
+		return
+	}
+	r.requeueUnconfirmed()
+	r.log.Warn("audit broker connection lost", "err", err, "unconfirmed", len(r.retry))
+	r.closeConn()
+	r.scheduleDial()
+}
+
+// requeueUnconfirmed handles the confirms that arrived before the channel
+// died and moves every message still unconfirmed to retry.
+func (r *rabbit) requeueUnconfirmed() {
+	for drained := false; !drained && r.confirms != nil; {
+		select {
+		case c, ok := <-r.confirms:
+			if !ok {
+				r.confirms = nil
+				continue
+			}
+			r.confirm(c)
+		default:
+			drained = true
+		}
+	}
+	r.retry = append(r.retry, r.inflight...)
+	r.inflight = nil
+	clear(r.returned)
+}
+
+func (r *rabbit) closeConn() {
+	if r.conn != nil {
+		conn := r.conn
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			_ = conn.CloseDeadline(time.Now().Add(time.Second))
+		}()
+	}
+	r.conn, r.ch, r.confirms, r.returns = nil, nil, nil, nil
+	r.connClose, r.chClose, r.blockedC = nil, nil, nil
+	r.blocked, r.tag = false, 0
+}
+
+func (r *rabbit) scheduleDial() {
+	// Full jitter in [d/2, d): many gatehouse pods must not reconnect in step.
+	d := r.backoff
+	d = d/2 + rand.N(d/2+1)
+	r.nextDial = time.Now().Add(d)
+	r.backoff = min(r.backoff*2, backoffMax)
+}
+
+func (r *rabbit) nextWake(now time.Time) (time.Duration, bool) {
+	var at time.Time
+	if r.conn == nil && !r.dialing {
+		at = r.nextDial
+	}
+	if r.ch != nil && now.Before(r.holdUntil) && (at.IsZero() || r.holdUntil.Before(at)) {
+		at = r.holdUntil
+	}
+	if r.spool != nil && !r.spool.locked && !r.spoolBroken {
+		// Poll for the lock the replaced emitter releases when it closes.
+		if poll := now.Add(100 * time.Millisecond); at.IsZero() || poll.Before(at) {
+			at = poll
+		}
+	}
+	if at.IsZero() {
+		return 0, false
+	}
+	return max(at.Sub(now), time.Millisecond), true
+}
+
+func (r *rabbit) startDial() {
+	r.dialing = true
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.dialRes <- dial(r.ctx, r.cfg)
+	}()
+}
+
+func (r *rabbit) connected(res dialResult) {
+	r.dialing = false
+	if res.err != nil {
+		if !r.down {
+			r.down = true
+			r.log.Warn("audit broker unreachable, retrying with backoff", "err", res.err)
+		} else {
+			r.log.Debug("audit broker still unreachable", "err", res.err)
+		}
+		r.scheduleDial()
+		return
+	}
+	r.conn, r.ch, r.confirms, r.returns = res.conn, res.ch, res.confirms, res.returns
+	r.connClose, r.chClose, r.blockedC = res.connClose, res.chClose, res.blocked
+	r.backoff, r.down = backoffMin, false
+	r.log.Info("audit broker connected", "exchange", r.cfg.Exchange)
+}
+
+// dial connects, opens a confirming channel and declares the exchange, all
+// bounded by setupTimeout and ctx. Errors never contain the URL.
+func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
+	setup, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	var (
+		mu  sync.Mutex
+		raw net.Conn
+	)
+	// Closing the socket is the one way to interrupt amqp091's blocking
+	// handshake and RPCs.
+	stop := context.AfterFunc(setup, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if raw != nil {
+			raw.Close()
+		}
+	})
+	defer stop()
+	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
+		Heartbeat:  heartbeat,
+		Properties: amqp.Table{"connection_name": "gatehouse audit", "product": "gatehouse"},
+		Dial: func(network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{Timeout: dialTimeout}).DialContext(setup, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// amqp091 clears this deadline once the handshake is done.
+			if err := c.SetDeadline(time.Now().Add(setupTimeout)); err != nil {
+				c.Close()
+				return nil, err
+			}
+			mu.Lock()
+			raw = c
+			mu.Unlock()
+			return c, nil
+		},
+	})
+	if err != nil {
+		return dialResult{err: fmt.Errorf("dial: %w", err)}
+	}
+	res := dialResult{conn: conn}
+	fail := func(op string, err error) dialResult {
+		conn.Close()
+		if setup.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, setup.Err())
+		}
+		return dialResult{err: fmt.Errorf("%s: %w", op, err)}
+	}
+	res.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
+	res.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
+	if res.ch, err = conn.Channel(); err != nil {
+		return fail("open channel", err)
+	}
+	res.chClose = res.ch.NotifyClose(make(chan *amqp.Error, 1))
+	res.confirms = res.ch.NotifyPublish(make(chan amqp.Confirmation, 2*window))
+	res.returns = res.ch.NotifyReturn(make(chan amqp.Return, 2*window))
+	if err := res.ch.Confirm(false); err != nil {
+		return fail("enable publisher confirms", err)
+	}
+	if err := res.ch.ExchangeDeclare(cfg.Exchange, "topic", true, false, false, false, nil); err != nil {
+		return fail("declare exchange "+cfg.Exchange, err)
+	}
+	if !stop() {
+		conn.Close()
+		return dialResult{err: fmt.Errorf("connect: %w", context.DeadlineExceeded)}
+	}
+	return res
+}
+
+// finished reports whether Close may end: nothing queued or unconfirmed in
+// memory (what is in the spool stays there for the next process).
+func (r *rabbit) finished() bool {
+	if len(r.e.q) > 0 || len(r.inflight) > 0 {
+		return false
+	}
+	return len(r.retry) == 0 || (r.ch == nil && r.spoolOK())
+}
+
+// shutdown saves what memory still holds to the spool (or counts it
+// dropped), closes the connection and waits for every goroutine.
+func (r *rabbit) shutdown() {
+	var left []message
+	for _, p := range append(r.retry, r.inflight...) {
+		if p.seg == nil { // spooled ones are still in their segment file
+			left = append(left, p.m)
+		}
+	}
+	r.retry, r.inflight = nil, nil
+	for drained := false; !drained; {
+		select {
+		case ev := <-r.e.q:
+			left = append(left, r.encode(&ev))
+		default:
+			drained = true
+		}
+	}
+	if len(left) > 0 {
+		n := 0
+		if r.spoolOK() {
+			n, _ = r.spool.append(left)
+			r.e.c.spooled.Add(float64(n))
+		}
+		if d := len(left) - n; d > 0 {
+			r.e.c.dropped.Add(float64(d))
+			r.e.drops.Add(uint64(d))
+			r.log.Error("audit events lost at shutdown", "count", d)
+		}
+	}
+	if r.spool != nil {
+		r.spool.close()
+	}
+	r.closeConn()
+	r.cancel()
+	r.wg.Wait()
+	select {
+	case res := <-r.dialRes:
+		if res.conn != nil {
+			res.conn.Close()
+		}
+	default:
+	}
+}
