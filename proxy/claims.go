@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gatehouse/gatehouse/jwks"
+)
+
+// headerTable is the compiled `headers` map of one config.
+type headerTable struct {
+	rules []HeaderRule
+}
+
+// rendered is the claim headers of one verified token under one headerTable,
+// kept in the token cache's Result.Memo so that a repeated token renders
+// nothing. It lives as long as the cache entry (up to token.cache_size of
+// them), so it is kept small: one values slice whose one-element windows are
+// the header values, shared read-only between requests.
+type rendered struct {
+	table  *headerTable
+	values []string // per rule
+	set    []bool   // per rule: false when the claim gives no header
+}
+
+func (t *headerTable) inject(h http.Header, res *jwks.Result) {
+	if len(t.rules) == 0 {
+		return
+	}
+	r, _ := res.Memo.Load().(*rendered)
+	if r == nil || r.table != t {
+		r = t.render(res)
+		res.Memo.Store(r)
+	}
+	for i := range r.values {
+		if r.set[i] {
+			// A full slice expression: an append by the upstream side can
+			// never write into the next value.
+			h[t.rules[i].Name] = r.values[i : i+1 : i+1]
+		}
+	}
+}
+
+func (t *headerTable) render(res *jwks.Result) *rendered {
+	r := &rendered{table: t, values: make([]string, len(t.rules)), set: make([]bool, len(t.rules))}
+	for i, rule := range t.rules {
+		v, ok := res.Claim(rule.Claim)
+		if !ok {
+			continue
+		}
+		if s, ok := claimString(v); ok {
+			r.values[i] = s
+			r.set[i] = true
+		}
+	}
+	return r
+}
+
+// claimString renders a claim value as SPEC.md 5 says: strings as is,
+// numbers in plain decimal, booleans, arrays joined with ",", objects as
+// compact JSON. A null claim, or a value with a control character (which
+// would split or smuggle a header), gives no header.
+func claimString(v any) (string, bool) {
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return "", false
+	case []any:
+		parts := make([]string, 0, len(x))
+		for _, e := range x {
+			var p string
+			switch e.(type) {
+			case []any, map[string]any:
+				b, err := json.Marshal(e)
+				if err != nil {
+					return "", false
+				}
+				p = string(b)
+			default:
+				var ok bool
+				if p, ok = scalarString(e); !ok {
+					return "", false
+				}
+			}
+			parts = append(parts, p)
+		}
+		s = strings.Join(parts, ",")
+	case map[string]any:
+		b, err := json.Marshal(x)
+		if err != nil {
+			return "", false
+		}
+		s = string(b)
+	default:
+		var ok bool
+		if s, ok = scalarString(x); !ok {
+			return "", false
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return "", false
+		}
+	}
+	return s, true
+}
+
+func scalarString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case bool:
+		return strconv.FormatBool(x), true
+	case float64:
+		return formatNumber(x), true
+	case json.Number:
+		if f, err := x.Float64(); err == nil && strings.ContainsAny(string(x), "eE") {
+			return formatNumber(f), true
+		}
+		return string(x), true
+	case nil:
+		return "", true
+	}
+	return "", false
+}
+
+// formatNumber writes a JSON number in plain decimal, never in exponent form
+// (1e+21 would surprise an app parsing an integer id).
+func formatNumber(f float64) string {
+	if f == math.Trunc(f) && math.Abs(f) < 1e21 {
+		return strconv.FormatFloat(f, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}

@@ -1,0 +1,450 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/yamlpos"
+	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/policy"
+)
+
+// Config is the whole gatehouse configuration file, validated, with the
+// files it names already read. It is immutable once loaded: a reload loads a
+// new one and builds a new Handler from it.
+type Config struct {
+	File string
+
+	Listen         string
+	TLS            *TLSConfig // nil: plain HTTP
+	Upstream       string     // http://, https:// or unix:///path.sock
+	UpstreamCAFile string
+	upstreamCAs    *x509.CertPool // nil: system roots
+
+	AdminListen string // "" disables the admin listener
+	WatchConfig bool
+
+	Timeouts Timeouts
+	Limits   Limits
+
+	Issuers      []jwks.Issuer
+	Token        TokenConfig
+	ForwardToken bool
+	Headers      []HeaderRule // injected claim headers, in file order
+	StripHeaders []string     // name prefixes removed from every request
+
+	TrustedProxies []netip.Prefix
+
+	Policy *policy.Engine
+	Audit  audit.Config
+
+	LogLevel slog.Level
+
+	// raw is the config's text, to tell on reload which sections changed.
+	issuersNode, auditNode string
+}
+
+// TLSConfig is the `tls` section; the key pair is loaded at config load so
+// that `-t` and reload see a broken certificate.
+type TLSConfig struct {
+	CertFile, KeyFile string
+	cert              tls.Certificate
+}
+
+// Timeouts is the `timeouts` section.
+type Timeouts struct {
+	ReadHeader time.Duration // default 10s
+	Upstream   time.Duration // dial + response headers; default 30s
+	Idle       time.Duration // keep-alive idle; default 90s
+	Shutdown   time.Duration // graceful stop bound; default 15s
+}
+
+// Limits is the `limits` section.
+type Limits struct {
+	MaxHeaderBytes int64 // request line + headers; default 32768; larger: 431
+	MaxBodyBytes   int64 // 0: unlimited; larger: 413
+}
+
+// TokenConfig is the `token` section.
+type TokenConfig struct {
+	Sources   []TokenSource
+	MaxSize   int64 // default 8192
+	CacheSize int64 // default 10000
+}
+
+// TokenSource is one `token.sources` entry.
+type TokenSource struct {
+	Kind SourceKind
+	Name string // header name (canonical), cookie name or query parameter
+}
+
+// SourceKind says where a token is read from.
+type SourceKind uint8
+
+const (
+	SourceBearer SourceKind = iota // header:Authorization, Bearer scheme only
+	SourceHeader                   // header:NAME, the raw value
+	SourceCookie
+	SourceQuery
+)
+
+// HeaderRule maps one injected request header to a claim path.
+type HeaderRule struct {
+	Name  string // canonical header name
+	Claim string
+}
+
+// alwaysStripped are the headers frameworks use to rewrite the path or method
+// behind the proxy's back, and the forwarding headers that only gatehouse may
+// set (SPEC.md 5). They go whatever the config says.
+var alwaysStripped = []string{
+	"Forwarded", "X-Real-IP", "X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Uri",
+	"X-Forwarded-Prefix", "X-Forwarded-Path", "X-Forwarded-Port", "X-HTTP-Method",
+	"X-HTTP-Method-Override", "X-Method-Override",
+}
+
+func defaultConfig(file string) *Config {
+	return &Config{
+		File:         file,
+		ForwardToken: true,
+		Timeouts: Timeouts{
+			ReadHeader: 10 * time.Second,
+			Upstream:   30 * time.Second,
+			Idle:       90 * time.Second,
+			Shutdown:   15 * time.Second,
+		},
+		Limits: Limits{MaxHeaderBytes: 32768},
+		Token: TokenConfig{
+			Sources:   []TokenSource{{Kind: SourceBearer, Name: "Authorization"}},
+			MaxSize:   8192,
+			CacheSize: 10000,
+		},
+		StripHeaders: []string{"X-Auth-"},
+		LogLevel:     slog.LevelInfo,
+	}
+}
+
+var topLevelKeys = []string{
+	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
+	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
+	"routes", "default", "audit", "log",
+}
+
+// LoadConfig reads, parses and validates the config file at path, reading
+// every file and secret it names (no network). On failure the error is a
+// yamlpos.List holding every error found, each as FILE:LINE:COL: message.
+func LoadConfig(path string) (*Config, error) {
+	d, root := yamlpos.ParseFile(path)
+	if d.Failed() {
+		return nil, d.Err()
+	}
+	return decodeConfig(d, root)
+}
+
+// ParseConfig is LoadConfig for config text already in memory; file names
+// the text in error positions.
+func ParseConfig(file string, data []byte) (*Config, error) {
+	d := yamlpos.NewDecoder(file)
+	root := d.Parse(data)
+	if d.Failed() {
+		return nil, d.Err()
+	}
+	return decodeConfig(d, root)
+}
+
+func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
+	c := defaultConfig(d.File)
+	if root == nil {
+		d.Errorf(nil, "empty config: listen, upstream, issuers and routes are needed")
+		return nil, d.Err()
+	}
+	m := d.Map(root, topLevelKeys...)
+
+	if n := d.Require(m, "listen"); n != nil && d.String(n, &c.Listen) {
+		if _, _, err := splitHostPort(c.Listen); err != nil {
+			d.Errorf(n, "listen: %v", err)
+		}
+	}
+	if n := d.Require(m, "upstream"); n != nil && d.String(n, &c.Upstream) {
+		if err := checkUpstream(c.Upstream); err != nil {
+			d.Errorf(n, "upstream: %v", err)
+		}
+	}
+	if n := m.Get("upstream_ca_file"); d.String(n, &c.UpstreamCAFile) && c.UpstreamCAFile != "" {
+		pool, err := loadCAs(c.UpstreamCAFile)
+		if err != nil {
+			d.Errorf(n, "upstream_ca_file: %v", err)
+		}
+		c.upstreamCAs = pool
+	}
+	decodeTLS(d, m.Get("tls"), c)
+	admin := d.Map(m.Get("admin"), "listen")
+	if n := admin.Get("listen"); d.String(n, &c.AdminListen) && c.AdminListen != "" {
+		if _, _, err := splitHostPort(c.AdminListen); err != nil {
+			d.Errorf(n, "admin.listen: %v", err)
+		}
+	}
+	d.Bool(m.Get("watch_config"), &c.WatchConfig)
+
+	t := d.Map(m.Get("timeouts"), "read_header", "upstream", "idle", "shutdown")
+	d.Duration(t.Get("read_header"), &c.Timeouts.ReadHeader)
+	d.Duration(t.Get("upstream"), &c.Timeouts.Upstream)
+	d.Duration(t.Get("idle"), &c.Timeouts.Idle)
+	d.Duration(t.Get("shutdown"), &c.Timeouts.Shutdown)
+
+	l := d.Map(m.Get("limits"), "max_header_bytes", "max_body_bytes")
+	d.Int(l.Get("max_header_bytes"), 1024, &c.Limits.MaxHeaderBytes)
+	d.Int(l.Get("max_body_bytes"), 0, &c.Limits.MaxBodyBytes)
+
+	if n := m.Get("issuers"); yamlpos.IsNull(n) {
+		d.Errorf(m.Node, "missing required key %q", "issuers")
+	} else {
+		c.Issuers = jwks.DecodeIssuers(d, n)
+		c.issuersNode = nodeText(n)
+	}
+	decodeToken(d, m.Get("token"), c)
+	d.Bool(m.Get("forward_token"), &c.ForwardToken)
+	decodeHeaders(d, m, c)
+	decodeTrusted(d, m.Get("trusted_proxies"), c)
+
+	c.Policy = policy.Decode(d, m.Get("routes"), m.Get("default"))
+	if n := m.Get("routes"); yamlpos.IsNull(n) {
+		d.Errorf(m.Node, "missing required key %q", "routes")
+	}
+	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
+	c.auditNode = nodeText(m.Get("audit"))
+
+	lg := d.Map(m.Get("log"), "level")
+	if n := lg.Get("level"); !yamlpos.IsNull(n) {
+		var s string
+		if d.String(n, &s) {
+			if err := c.LogLevel.UnmarshalText([]byte(s)); err != nil || !validLevel(s) {
+				d.Errorf(n, "log.level must be debug, info, warn or error, got %q", s)
+			}
+		}
+	}
+
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func validLevel(s string) bool {
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return true
+	}
+	return false
+}
+
+// nodeText renders a section back to YAML so a reload can compare sections
+// without caring about comments or their position in the file.
+func nodeText(n *yaml.Node) string {
+	if n == nil {
+		return ""
+	}
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return fmt.Sprint(err)
+	}
+	return string(b)
+}
+
+func decodeTLS(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
+	if yamlpos.IsNull(n) {
+		return
+	}
+	m := d.Map(n, "cert_file", "key_file")
+	t := &TLSConfig{}
+	cn, kn := d.Require(m, "cert_file"), d.Require(m, "key_file")
+	if cn == nil || kn == nil || !d.String(cn, &t.CertFile) || !d.String(kn, &t.KeyFile) {
+		return
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		d.Errorf(cn, "tls: load key pair: %v", err)
+		return
+	}
+	t.cert = cert
+	c.TLS = t
+}
+
+func decodeToken(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
+	m := d.Map(n, "sources", "max_size", "cache_size")
+	d.Int(m.Get("max_size"), 64, &c.Token.MaxSize)
+	d.Int(m.Get("cache_size"), 0, &c.Token.CacheSize)
+	sn := m.Get("sources")
+	if yamlpos.IsNull(sn) {
+		return
+	}
+	elems := d.Seq(sn)
+	if len(elems) == 0 {
+		d.Errorf(sn, "token.sources must name at least one source")
+		return
+	}
+	var out []TokenSource
+	for _, e := range elems {
+		var s string
+		if !d.String(e, &s) {
+			continue
+		}
+		src, err := parseSource(s)
+		if err != nil {
+			d.Errorf(e, "token.sources: %v", err)
+			continue
+		}
+		for _, o := range out {
+			if o == src {
+				d.Errorf(e, "token.sources: %q given twice", s)
+			}
+		}
+		out = append(out, src)
+	}
+	c.Token.Sources = out
+}
+
+func parseSource(s string) (TokenSource, error) {
+	kind, name, ok := strings.Cut(s, ":")
+	if !ok || name == "" {
+		return TokenSource{}, fmt.Errorf("%q: want header:NAME, cookie:NAME or query:NAME", s)
+	}
+	switch kind {
+	case "header":
+		if !validHeaderName(name) {
+			return TokenSource{}, fmt.Errorf("%q: invalid header name", s)
+		}
+		name = canonicalHeader(name)
+		if name == "Authorization" {
+			return TokenSource{Kind: SourceBearer, Name: name}, nil
+		}
+		return TokenSource{Kind: SourceHeader, Name: name}, nil
+	case "cookie":
+		if !validHeaderName(name) {
+			return TokenSource{}, fmt.Errorf("%q: invalid cookie name", s)
+		}
+		return TokenSource{Kind: SourceCookie, Name: name}, nil
+	case "query":
+		if strings.ContainsAny(name, "&=;#% ") {
+			return TokenSource{}, fmt.Errorf("%q: invalid query parameter name", s)
+		}
+		return TokenSource{Kind: SourceQuery, Name: name}, nil
+	}
+	return TokenSource{}, fmt.Errorf("%q: unknown source kind %q (header, cookie or query)", s, kind)
+}
+
+func decodeHeaders(d *yamlpos.Decoder, m yamlpos.Map, c *Config) {
+	if n := m.Get("headers"); !yamlpos.IsNull(n) {
+		hm := d.Map(n) // keys are header names: any
+		keys, vals := hm.Entries()
+		seen := map[string]bool{}
+		for i, k := range keys {
+			kn := hm.KeyNode(k)
+			if !validHeaderName(k) {
+				d.Errorf(kn, "headers: invalid header name %q", k)
+				continue
+			}
+			if f := foldName(k); seen[f] {
+				d.Errorf(kn, "headers: %q is the same header as an earlier entry (names compare case-insensitively, _ as -)", k)
+				continue
+			} else {
+				seen[f] = true
+			}
+			if isHopByHop(k) || foldName(k) == foldName("Authorization") || foldName(k) == foldName("Host") {
+				d.Errorf(kn, "headers: %q cannot carry a claim", k)
+				continue
+			}
+			var claim string
+			if d.String(vals[i], &claim) {
+				if claim == "" {
+					d.Errorf(vals[i], "headers: claim path for %q is empty", k)
+					continue
+				}
+				c.Headers = append(c.Headers, HeaderRule{Name: canonicalHeader(k), Claim: claim})
+			}
+		}
+	}
+	if n := m.Get("strip_headers"); !yamlpos.IsNull(n) {
+		var list []string
+		if d.Strings(n, &list) {
+			for i, p := range list {
+				if p == "" || !validHeaderName(strings.TrimSuffix(p, "-")) && !validHeaderName(p) {
+					d.Errorf(d.Seq(n)[i], "strip_headers: invalid header name prefix %q", p)
+				}
+			}
+			c.StripHeaders = list
+		}
+	}
+}
+
+func decodeTrusted(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
+	for _, e := range d.Seq(n) {
+		var s string
+		if !d.String(e, &s) {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				d.Errorf(e, "trusted_proxies: %q is not a CIDR or an address", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+	}
+}
+
+func checkUpstream(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return fmt.Errorf("%q has no host", s)
+		}
+		if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("%q must not carry a query, fragment or user info", s)
+		}
+	case "unix":
+		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+			return fmt.Errorf("%q: write unix sockets as unix:///absolute/path.sock", s)
+		}
+	default:
+		return fmt.Errorf("%q: scheme must be http, https or unix", s)
+	}
+	return nil
+}
+
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+func splitHostPort(addr string) (string, string, error) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("%q: want HOST:PORT or :PORT", addr)
+	}
+	return addr[:i], addr[i+1:], nil
+}

@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/jwks"
+)
+
+// Metrics is every collector of SPEC.md 7 on a registry of gatehouse's own.
+// It is made once per process and outlives reloads.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests         *prometheus.CounterVec
+	authDuration     *prometheus.HistogramVec
+	upstreamDuration *prometheus.HistogramVec
+	reloads          *prometheus.CounterVec
+
+	jwks  *jwks.Metrics
+	audit *audit.Metrics
+}
+
+func newMetrics(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m := &Metrics{
+		Registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_requests_total",
+			Help: "Requests by route (location string or default), decision and reason.",
+		}, []string{"route", "decision", "reason"}),
+		authDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gatehouse_auth_duration_seconds",
+			Help:    "Time from receiving a request to its auth decision.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .25, 1},
+		}, []string{"decision"}),
+		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gatehouse_upstream_duration_seconds",
+			Help:    "Time from forwarding to the upstream until the response ended, by route and status class.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route", "code"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_config_reloads_total",
+			Help: "Config reloads by result.",
+		}, []string{"result"}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gatehouse_build_info",
+		Help: "Build information; always 1.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, build)
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("error")
+	m.jwks = jwks.NewMetrics(reg)
+	m.audit = audit.NewMetrics(reg)
+	return m
+}
+
+// routeMetrics holds one route's series, made on first use so that a route
+// exposes only the reasons it has seen; the request path then costs an
+// atomic load, not a label lookup.
+type routeMetrics struct {
+	name     string
+	m        *Metrics
+	requests [len(reasonCodes)]lazyCounter
+	upstream [5]lazyObserver // 2xx 3xx 4xx 5xx error
+}
+
+type lazyCounter struct {
+	once sync.Once
+	c    prometheus.Counter
+}
+
+type lazyObserver struct {
+	once sync.Once
+	o    prometheus.Observer
+}
+
+func (r *routeMetrics) count(code string) {
+	i := reasonIndex(code)
+	lc := &r.requests[i]
+	lc.once.Do(func() {
+		decision := "deny"
+		if code == codeOK || code == codePublic {
+			decision = "allow"
+		}
+		lc.c = r.m.requests.WithLabelValues(r.name, decision, code)
+	})
+	lc.c.Inc()
+}
+
+var codeClasses = [5]string{"2xx", "3xx", "4xx", "5xx", "error"}
+
+func (r *routeMetrics) observeUpstream(status int, seconds float64) {
+	i := 4
+	if status >= 200 && status < 600 {
+		i = status/100 - 2
+		if i < 0 {
+			i = 0
+		}
+	}
+	lo := &r.upstream[i]
+	lo.once.Do(func() { lo.o = r.m.upstreamDuration.WithLabelValues(r.name, codeClasses[i]) })
+	lo.o.Observe(seconds)
+}

@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/yamlpos"
+)
+
+// Options are what main (or an embedding program such as the quickstart)
+// passes to Run.
+type Options struct {
+	ConfigPath string
+	Version    string
+	// Logger receives gatehouse's structured logs; nil: JSON on stderr at
+	// the config's log.level.
+	Logger *slog.Logger
+	// Stdout is where the `stdout` audit sink writes; nil: os.Stdout.
+	Stdout io.Writer
+	// Listening, if set, is called once both listeners are bound.
+	Listening func(main, admin net.Addr)
+	// WatchInterval is how often watch_config looks at the file; 0: 1s.
+	WatchInterval time.Duration
+}
+
+// Run loads the config, serves until ctx ends, then stops gracefully within
+// timeouts.shutdown: stop accepting, finish in-flight requests, flush the
+// audit queue. SIGHUP (and, with watch_config, a change of the file)
+// reloads. It returns nil after a clean stop.
+func Run(ctx context.Context, opts Options) error {
+	cfg, err := LoadConfig(opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
+	stdout := opts.Stdout
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	host, _ := os.Hostname()
+	s := &server{
+		opts:  opts,
+		log:   log,
+		level: level,
+		deps: deps{
+			metrics: newMetrics(opts.Version),
+			log:     log,
+			now:     time.Now,
+			source:  "gatehouse/" + host,
+			stdout:  stdout,
+		},
+	}
+	return s.run(ctx, cfg)
+}
+
+type server struct {
+	opts    Options
+	log     *slog.Logger
+	level   *slog.LevelVar
+	deps    deps
+	current atomic.Pointer[Handler]
+	cert    atomic.Pointer[tls.Certificate]
+	mu      sync.Mutex // serialises reloads
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.current.Load().ServeHTTP(w, r)
+}
+
+func (s *server) run(ctx context.Context, cfg *Config) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	var adminLn net.Listener
+	if cfg.AdminListen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+		}
+		defer adminLn.Close()
+	}
+
+	// SIGHUP is caught from before the "listening" line on: its default
+	// action would end the process, and a supervisor may send it as soon as
+	// it sees that line.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	// Hijacked (WebSocket) and streaming requests are ended through this
+	// context when the graceful stop runs out of time.
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+
+	// The admin listener answers /healthz and (503) /readyz while the first
+	// key fetches run.
+	var admin *http.Server
+	if adminLn != nil {
+		admin = &http.Server{
+			Handler:           adminHandler(s.deps.metrics, &s.current),
+			ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+			IdleTimeout:       cfg.Timeouts.Idle,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		go func() { _ = admin.Serve(adminLn) }()
+		defer admin.Close()
+	}
+
+	first, err := build(ctx, cfg, nil, s.deps)
+	if err != nil {
+		return err
+	}
+	s.current.Store(first)
+	if cfg.TLS != nil {
+		s.cert.Store(&cfg.TLS.cert)
+	}
+
+	maxHeader := int(cfg.Limits.MaxHeaderBytes) - 4096 // net/http allows 4096 bytes over MaxHeaderBytes
+	if maxHeader < 1024 {
+		maxHeader = 1024
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+		IdleTimeout:       cfg.Timeouts.Idle,
+		MaxHeaderBytes:    maxHeader,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+	serveErr := make(chan error, 1)
+	if cfg.TLS != nil {
+		srv.TLSConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return s.cert.Load(), nil
+			},
+		}
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	var adminAddr net.Addr
+	if adminLn != nil {
+		adminAddr = adminLn.Addr()
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "admin", addrString(adminAddr), "tls", cfg.TLS != nil)
+	if s.opts.Listening != nil {
+		s.opts.Listening(ln.Addr(), adminAddr)
+	}
+
+	changed := make(chan struct{}, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if cfg.WatchConfig {
+		go s.watch(watchCtx, changed)
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return s.shutdown(srv, cancelBase)
+		case err := <-serveErr:
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			s.reload(ctx, "signal")
+			if err := s.current.Load().emitter.Reopen(); err != nil {
+				s.log.Error("audit reopen failed", "error", err.Error())
+			}
+		case <-changed:
+			s.reload(ctx, "watch")
+		}
+	}
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func (s *server) shutdown(srv *http.Server, cancelBase context.CancelFunc) error {
+	h := s.current.Load()
+	timeout := h.cfg.Timeouts.Shutdown
+	s.log.Info("shutting down", "timeout", timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	cancelBase()
+	if err != nil {
+		s.log.Warn("in-flight requests cut at shutdown timeout", "error", err.Error())
+		_ = srv.Close()
+	}
+	// The audit queue gets what is left of the shutdown budget, at least 1s.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), max(time.Until(deadlineOf(ctx)), time.Second))
+	defer cancelFlush()
+	h.retire(flushCtx, nil)
+	s.log.Info("stopped")
+	return nil
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// reload loads the config again and swaps in a whole new pipeline. A config
+// that fails, or that changes what only a restart can change, keeps the
+// running one; every error is logged.
+func (s *server) reload(ctx context.Context, trigger string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.current.Load()
+	cfg, err := LoadConfig(s.opts.ConfigPath)
+	if err == nil {
+		err = restartOnly(old.cfg, cfg)
+	}
+	if err != nil {
+		s.deps.metrics.reloads.WithLabelValues("error").Inc()
+		for _, e := range yamlpos.Errors(err) {
+			s.log.Error("reload failed, keeping the running config", "trigger", trigger, "error", e.Error())
+		}
+		return
+	}
+	next, err := build(ctx, cfg, old, s.deps)
+	if err != nil {
+		s.deps.metrics.reloads.WithLabelValues("error").Inc()
+		s.log.Error("reload failed, keeping the running config", "trigger", trigger, "error", err.Error())
+		return
+	}
+	if cfg.TLS != nil {
+		s.cert.Store(&cfg.TLS.cert)
+	}
+	s.current.Store(next)
+	s.level.Set(cfg.LogLevel)
+	s.deps.metrics.reloads.WithLabelValues("success").Inc()
+	s.log.Info("config reloaded", "trigger", trigger)
+	go func() {
+		rctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Shutdown)
+		defer cancel()
+		old.retire(rctx, next)
+	}()
+}
+
+// restartOnly refuses a reload that changes what is bound at start.
+func restartOnly(old, cfg *Config) error {
+	var errs yamlpos.List
+	if old.Listen != cfg.Listen {
+		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "listen changed from %q to %q: a restart is needed", old.Listen, cfg.Listen))
+	}
+	if old.AdminListen != cfg.AdminListen {
+		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "admin.listen changed from %q to %q: a restart is needed", old.AdminListen, cfg.AdminListen))
+	}
+	if (old.TLS == nil) != (cfg.TLS == nil) {
+		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "tls turned on or off: a restart is needed"))
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// watch polls the config file's content. Polling the path (not an inotify
+// watch on the file) follows Kubernetes ConfigMap updates, where the mounted
+// file is a symlink whose target directory is swapped.
+func (s *server) watch(ctx context.Context, changed chan<- struct{}) {
+	interval := s.opts.WatchInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := fileDigest(s.opts.ConfigPath)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d := fileDigest(s.opts.ConfigPath)
+			if d == nil || bytes.Equal(d, last) {
+				continue
+			}
+			last = d
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func fileDigest(path string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
