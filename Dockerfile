@@ -1,0 +1,18 @@
+# gatehouse: static binary in a distroless, non-root image.
+#   docker build --build-arg VERSION=v0.1.0 -t gatehouse .
+#   docker run -v $PWD/gatehouse.yaml:/etc/gatehouse/gatehouse.yaml:ro -p 8080:8080 -p 9090:9090 gatehouse
+
+FROM golang:1.26 AS build
+ARG VERSION=dev
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/gatehouse .
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/gatehouse /gatehouse
+USER nonroot
+EXPOSE 8080 9090
+ENTRYPOINT ["/gatehouse"]
+CMD ["-config", "/etc/gatehouse/gatehouse.yaml"]
