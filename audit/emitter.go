@@ -38,7 +38,7 @@ type Emitter struct {
 
 	none, allow, deny bool
 
-	q        chan Event
+	q        chan *Event
 	closed   atomic.Bool
 	emitting atomic.Int64 // Emit calls between the closed check and the send
 	drops    atomic.Uint64
@@ -120,7 +120,7 @@ func New(cfg Config, opts Options) (*Emitter, error) {
 		close(e.done)
 		return e, nil
 	}
-	e.q = make(chan Event, cfg.QueueSize)
+	e.q = make(chan *Event, cfg.QueueSize)
 	switch cfg.Sink {
 	case SinkStdout:
 		go e.runWriter(opts.Stdout)
@@ -171,9 +171,13 @@ func (e *Emitter) Emit(ev Event) {
 		e.dropped()
 		return
 	}
+	p := eventPool.Get().(*Event)
+	*p = ev
 	select {
-	case e.q <- ev:
+	case e.q <- p:
 	default:
+		*p = Event{}
+		eventPool.Put(p)
 		e.dropped()
 	}
 	e.emitting.Add(-1)
@@ -299,7 +303,8 @@ func (e *Emitter) runWriter(w io.Writer) {
 	batch:
 		for more && n < maxBatch {
 			select {
-			case ev := <-e.q:
+			case qp := <-e.q:
+				ev := recv(qp)
 				buf = e.encode(&ev, buf).body
 				buf = append(buf, '\n')
 				n++
@@ -323,7 +328,8 @@ func (e *Emitter) runWriter(w io.Writer) {
 	}
 	for {
 		select {
-		case ev := <-e.q:
+		case qp := <-e.q:
+			ev := recv(qp)
 			write(ev, true)
 		case <-tick.C:
 			drops.report(e)
@@ -334,7 +340,7 @@ func (e *Emitter) runWriter(w io.Writer) {
 					// Out of time (a stuck stdout pipe): count the rest.
 					n := len(e.q)
 					for range n {
-						<-e.q
+						recv(<-e.q)
 					}
 					e.c.dropped.Add(float64(n))
 					e.drops.Add(uint64(n))
@@ -342,7 +348,8 @@ func (e *Emitter) runWriter(w io.Writer) {
 					break
 				}
 				select {
-				case ev := <-e.q:
+				case qp := <-e.q:
+					ev := recv(qp)
 					write(ev, true)
 				default:
 					break drain
@@ -407,4 +414,20 @@ func (w *fileWriter) close() error {
 	err := w.f.Close()
 	w.f = nil
 	return err
+}
+
+// eventPool recycles queued events. The queue holds pointers so that its
+// buffer costs 8 bytes a slot instead of an Event's 224: the channel's ring
+// is allocated whole at start, and under steady load its cursor walks every
+// slot, so a value queue of the default 10,000 kept 2.2 MB resident (and,
+// through the GC's heap goal, about twice that) for events in flight.
+var eventPool = sync.Pool{New: func() any { return new(Event) }}
+
+// recv copies a queued event out and recycles its slot; the copy is what the
+// worker encodes, so the slot can be reused at once.
+func recv(p *Event) Event {
+	ev := *p
+	*p = Event{}
+	eventPool.Put(p)
+	return ev
 }

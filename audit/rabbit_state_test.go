@@ -38,9 +38,9 @@ func TestRabbitDecisions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &Emitter{q: make(chan Event, 10)}
+			e := &Emitter{q: make(chan *Event, 10)}
 			for range tt.queued {
-				e.q <- Event{}
+				e.q <- &Event{}
 			}
 			r := &rabbit{e: e, log: slog.New(slog.DiscardHandler), blocked: tt.blocked, inflight: make([]pending, tt.inflight)}
 			if tt.connected {

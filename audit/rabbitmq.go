@@ -149,7 +149,7 @@ func (r *rabbit) run() {
 			drops.report(e)
 			return
 		}
-		var q <-chan Event
+		var q <-chan *Event
 		if r.acceptQueue(now, stopCtx != nil) {
 			q = e.q
 		}
@@ -159,7 +159,8 @@ func (r *rabbit) run() {
 			timer.Stop()
 		}
 		select {
-		case ev := <-q:
+		case qp := <-q:
+			ev := recv(qp)
 			r.take(ev, now)
 		case c, ok := <-r.confirms:
 			if !ok {
@@ -251,7 +252,8 @@ func (r *rabbit) pump(now time.Time) {
 			p = pending{m: m, seg: seg}
 		default:
 			select {
-			case ev := <-r.e.q:
+			case qp := <-r.e.q:
+				ev := recv(qp)
 				p = pending{m: r.encode(&ev)}
 			default:
 				return
@@ -322,7 +324,8 @@ func (r *rabbit) take(ev Event, now time.Time) {
 fill:
 	for len(r.batch) < maxBatch {
 		select {
-		case ev := <-r.e.q:
+		case qp := <-r.e.q:
+			ev := recv(qp)
 			r.batch = append(r.batch, r.encode(&ev))
 		default:
 			break fill
@@ -599,7 +602,8 @@ func (r *rabbit) shutdown() {
 	r.retry, r.inflight = nil, nil
 	for drained := false; !drained; {
 		select {
-		case ev := <-r.e.q:
+		case qp := <-r.e.q:
+			ev := recv(qp)
 			left = append(left, r.encode(&ev))
 		default:
 			drained = true
