@@ -159,20 +159,24 @@ func TestClaimLookup(t *testing.T) {
 func TestStringList(t *testing.T) {
 	tests := []struct {
 		name string
-		in   any
+		in   string // raw JSON
 		want []string
 	}{
-		{"array", []any{"a", "b"}, []string{"a", "b"}},
-		{"array with non-strings", []any{"a", 1.0, nil, "b"}, []string{"a", "b"}},
-		{"space separated", "read write", []string{"read", "write"}},
-		{"comma separated", "read,write", []string{"read", "write"}},
-		{"mixed", " read, write  admin ", []string{"read", "write", "admin"}},
-		{"number", 1.0, nil},
+		{"array", `["a","b"]`, []string{"a", "b"}},
+		{"array with non-strings", `["a", 1, null, ["x"], {"y":"z"}, "b"]`, []string{"a", "b"}},
+		{"escaped elements", `["\u0061dmin", "r\"w"]`, []string{"admin", `r"w`}},
+		{"empty array is an empty list", `[ ]`, []string{}},
+		{"space separated", `"read write"`, []string{"read", "write"}},
+		{"comma separated", `"read,write"`, []string{"read", "write"}},
+		{"mixed", `" read, write  admin "`, []string{"read", "write", "admin"}},
+		{"number", `1`, nil},
+		{"object", `{"a":"b"}`, nil},
+		{"null", `null`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := stringList(tt.in); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("stringList(%v) = %q, want %q", tt.in, got, tt.want)
+			if got := stringList([]byte(tt.in)); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("stringList(%s) = %#v, want %#v", tt.in, got, tt.want)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 )
@@ -17,7 +18,19 @@ func TestKeepClaims(t *testing.T) {
 	}
 	paths := []string{"sub", "https://example.com/roles", "realm_access.roles", "a.b", "missing", "missing.deep"}
 	all := &Result{claims: full}
-	kept := &Result{kept: keepClaims(full, append(paths, "sub"))}
+	payload, err := json.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, isObj, dup := parseObject(payload, nil)
+	if !isObj || dup {
+		t.Fatalf("parseObject(%s) = object %v, duplicate %v", payload, isObj, dup)
+	}
+	keptClaims, ok := keepClaims(obj, append(paths, "sub"))
+	if !ok {
+		t.Fatal("keepClaims: a claim did not decode")
+	}
+	kept := &Result{kept: keptClaims}
 	for _, p := range append(paths, "realm_access.roles.x", "sub.x", "email") {
 		want, wok := all.Claim(p)
 		if p == "email" {

@@ -451,54 +451,66 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 
 	// Header: exact key names (encoding/json struct decoding would match
 	// "ALG" to alg), no duplicate keys.
-	var hdr map[string]any
-	if !utf8.Valid(hdrJSON) || json.Unmarshal(hdrJSON, &hdr) != nil || hdr == nil {
+	var hbuf [8]member
+	if !utf8.Valid(hdrJSON) || !json.Valid(hdrJSON) {
 		return nil, errBadHeader, nil, nil
 	}
-	if hasDuplicateKeys(hdrJSON) {
+	hdr, isObj, dup := parseObject(hdrJSON, hbuf[:0])
+	if !isObj {
+		return nil, errBadHeader, nil, nil
+	}
+	if dup {
 		return nil, errDuplicateKey, nil, nil
 	}
-	alg, ok := hdr["alg"].(string)
+	rawAlg, _ := hdr.get("alg")
+	alg, ok := rawString(rawAlg)
 	if !ok {
 		return nil, errBadHeader, nil, nil
 	}
-	if _, ok := hdr["crit"]; ok {
+	if _, ok := hdr.get("crit"); ok {
 		// gatehouse implements no JWS extension (RFC 7515 4.1.11); an empty
 		// crit list is not allowed by the RFC either.
 		return nil, errCrit, nil, nil
 	}
-	if b, ok := hdr["b64"]; ok && b != true {
+	if b, ok := hdr.get("b64"); ok && string(b) != "true" {
 		return nil, errB64, nil, nil
 	}
 	var kid string
-	kidSet := false
-	if k, ok := hdr["kid"]; ok {
-		if kid, ok = k.(string); !ok {
+	rawKid, kidSet := hdr.get("kid")
+	if kidSet {
+		if kid, ok = rawString(rawKid); !ok {
 			return nil, errBadHeader, nil, nil
 		}
-		kidSet = true
 	}
 	// jku, x5u, jwk and x5c are never looked at: keys come only from config.
 
-	// Claims are parsed now to find iss, which picks the issuer and so the
+	// Claims are split now to find iss, which picks the issuer and so the
 	// keys. Nothing in them is trusted before the signature verifies.
-	var claims map[string]any
-	if !utf8.Valid(payload) || json.Unmarshal(payload, &claims) != nil || claims == nil {
+	var cbuf [24]member
+	if !utf8.Valid(payload) || !json.Valid(payload) {
 		return nil, errBadPayload, nil, nil
 	}
-	if hasDuplicateKeys(payload) {
+	claims, isObj, dup := parseObject(payload, cbuf[:0])
+	if !isObj {
+		return nil, errBadPayload, nil, nil
+	}
+	if dup {
 		return nil, errDuplicateKey, nil, nil
 	}
 	var rt *issuerRT
-	switch iss, present := claims["iss"]; {
-	case !present:
+	if rawIss, present := claims.get("iss"); !present {
 		rt = v.noIss
-	default:
-		s, ok := iss.(string)
+	} else {
+		body, plain, ok := stringBody(rawIss)
 		if !ok {
 			return nil, errBadPayload, nil, nil
 		}
-		rt = v.byName[s]
+		if plain {
+			rt = v.byName[string(body)]
+		} else {
+			iss, _ := rawString(rawIss)
+			rt = v.byName[iss]
+		}
 	}
 	if rt == nil {
 		return nil, errUnknownIssuer, nil, nil
@@ -508,7 +520,8 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 		return nil, errAlgNotAllowed, nil, nil
 	}
 	if len(cfg.Types) > 0 {
-		t, ok := hdr["typ"].(string)
+		rawTyp, _ := hdr.get("typ")
+		t, ok := rawString(rawTyp)
 		if !ok || !typeAllowed(cfg.Types, t) {
 			return nil, errType, nil, nil
 		}
@@ -546,29 +559,36 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 	if e != nil {
 		return nil, e, nil, nil
 	}
-	// Share the config's and the key's strings rather than keep a copy per
-	// cached token.
+	// The config's and the key's strings rather than a copy per cached
+	// token: rt was found by this token's iss, so it is cfg.Name.
+	if _, present := claims.get("iss"); present {
+		res.Issuer = cfg.Name
+	}
 	res.Kid = kid
 	if kid == used.kid {
 		res.Kid = used.kid
 	}
-	if res.Issuer == cfg.Name {
-		res.Issuer = cfg.Name
-	}
-	if v.keep != nil {
-		res.claims, res.kept = nil, keepClaims(claims, v.keep)
+	if v.keep == nil {
+		// Every claim, for callers that did not say which they read.
+		if json.Unmarshal(payload, &res.claims) != nil {
+			return nil, errBadPayload, nil, nil
+		}
+	} else if res.kept, ok = keepClaims(claims, v.keep); !ok {
+		return nil, errBadPayload, nil, nil
 	}
 	return res, nil, used, rt
 }
 
-// keepClaims picks the top-level claims that paths can reach: the exact
+// keepClaims decodes the top-level claims that paths can reach: the exact
 // name when the payload has it, else the first dot segment, so that
 // Result.Claim answers every one of paths as it would on the full claims.
-func keepClaims(claims map[string]any, paths []string) []keptClaim {
+// ok is false when one of them does not decode (a number beyond float64).
+func keepClaims(claims object, paths []string) ([]keptClaim, bool) {
 	out := make([]keptClaim, 0, len(paths))
+	ok := true
 	add := func(name string) {
-		v, ok := claims[name]
-		if !ok {
+		raw, present := claims.get(name)
+		if !present {
 			return
 		}
 		for _, c := range out {
@@ -576,17 +596,19 @@ func keepClaims(claims map[string]any, paths []string) []keptClaim {
 				return
 			}
 		}
+		v, good := rawValue(raw)
+		ok = ok && good
 		out = append(out, keptClaim{name, v})
 	}
 	for _, p := range paths {
-		if _, ok := claims[p]; ok {
+		if _, present := claims.get(p); present {
 			add(p)
 			continue
 		}
 		first, _, _ := strings.Cut(p, ".")
 		add(first)
 	}
-	return out
+	return out, ok
 }
 
 // candidates picks the keys to try: those with the token's kid (or, when no
@@ -652,18 +674,19 @@ var verifiers = func() map[string]jws.Verifier {
 // required claims) and builds the result. Numbers are float64, as
 // encoding/json decodes them into any: JSON numbers beyond 2^53 lose
 // precision, which cannot matter for seconds since 1970.
-func checkClaims(cfg *Issuer, claims map[string]any, now time.Time) (*Result, *Error) {
+func checkClaims(cfg *Issuer, claims object, now time.Time) (*Result, *Error) {
 	nowS := float64(now.UnixNano()) / 1e9
 	leeway := cfg.Leeway.Seconds()
-	exp, ok := claims["exp"].(float64)
+	rawExp, _ := claims.get("exp")
+	exp, ok := rawNumber(rawExp)
 	if !ok || !saneTime(exp) {
 		return nil, errNoExp
 	}
 	if nowS > exp+leeway {
 		return nil, errExpired
 	}
-	if v, present := claims["nbf"]; present {
-		nbf, ok := v.(float64)
+	if raw, present := claims.get("nbf"); present {
+		nbf, ok := rawNumber(raw)
 		if !ok || !saneTime(nbf) {
 			return nil, errBadNbf
 		}
@@ -672,8 +695,8 @@ func checkClaims(cfg *Issuer, claims map[string]any, now time.Time) (*Result, *E
 		}
 	}
 	iat, hasIat := 0.0, false
-	if v, present := claims["iat"]; present {
-		if iat, hasIat = v.(float64); !hasIat || !saneTime(iat) {
+	if raw, present := claims.get("iat"); present {
+		if iat, hasIat = rawNumber(raw); !hasIat || !saneTime(iat) {
 			return nil, errBadIat
 		}
 		if iat > nowS+leeway {
@@ -688,30 +711,33 @@ func checkClaims(cfg *Issuer, claims map[string]any, now time.Time) (*Result, *E
 			return nil, errLifetime
 		}
 	}
-	if !cfg.AnyAudience && !audienceOK(claims["aud"], cfg.Audiences) {
-		return nil, errAudience
+	if !cfg.AnyAudience {
+		aud, _ := claims.get("aud")
+		if !audienceOK(aud, cfg.Audiences) {
+			return nil, errAudience
+		}
 	}
 	for _, c := range cfg.RequiredClaims {
-		if v, ok := lookupClaim(claims, c); !ok || v == nil {
+		if raw, ok := claims.lookup(c); !ok || string(raw) == "null" {
 			return nil, errRequiredClaim
 		}
 	}
-	res := &Result{claims: claims}
-	var ok1, ok2, ok3 bool
-	res.Issuer, ok1 = optString(claims, "iss")
-	res.Subject, ok2 = optString(claims, "sub")
-	res.JTI, ok3 = optString(claims, "jti")
-	if !ok1 || !ok2 || !ok3 {
+	// iss, a string or absent, picked the issuer: the caller sets it.
+	res := &Result{}
+	var ok1, ok2 bool
+	res.Subject, ok1 = optString(claims, "sub")
+	res.JTI, ok2 = optString(claims, "jti")
+	if !ok1 || !ok2 {
 		return nil, errClaimType
 	}
 	sec, frac := math.Modf(exp)
 	res.Expiry = time.Unix(int64(sec), int64(frac*1e9))
 	res.NotAfter = res.Expiry.Add(cfg.Leeway)
-	if v, ok := lookupClaim(claims, cfg.RolesClaim); ok {
-		res.Roles = stringList(v)
+	if raw, ok := claims.lookup(cfg.RolesClaim); ok {
+		res.Roles = stringList(raw)
 	}
-	if v, ok := lookupClaim(claims, cfg.ScopesClaim); ok {
-		res.Scopes = stringList(v)
+	if raw, ok := claims.lookup(cfg.ScopesClaim); ok {
+		res.Scopes = stringList(raw)
 	}
 	return res, nil
 }
@@ -719,45 +745,14 @@ func checkClaims(cfg *Issuer, claims map[string]any, now time.Time) (*Result, *E
 // saneTime bounds NumericDate values to [0, year 5000) so conversions stay exact.
 func saneTime(t float64) bool { return t >= 0 && t < 95617584000 }
 
-func optString(m map[string]any, k string) (string, bool) {
-	v, ok := m[k]
+// optString reads an optional string claim: absent is "", present and not
+// a string is not ok.
+func optString(o object, k string) (string, bool) {
+	raw, ok := o.get(k)
 	if !ok {
 		return "", true
 	}
-	s, ok := v.(string)
-	return s, ok
-}
-
-func audienceOK(aud any, allowed []string) bool {
-	switch a := aud.(type) {
-	case string:
-		return containsString(allowed, a)
-	case []any:
-		for _, x := range a {
-			if s, ok := x.(string); ok && containsString(allowed, s) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// stringList reads a roles/scopes claim: an array of strings (other
-// elements ignored), or a string separated by spaces and/or commas.
-func stringList(v any) []string {
-	switch x := v.(type) {
-	case string:
-		return strings.FieldsFunc(x, func(r rune) bool { return r == ' ' || r == ',' })
-	case []any:
-		out := make([]string, 0, len(x))
-		for _, e := range x {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
+	return rawString(raw)
 }
 
 func containsString(list []string, s string) bool {
