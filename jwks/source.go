@@ -78,7 +78,7 @@ func newSource(is *Issuer, opts *Options, log *slog.Logger) *source {
 			MaxIdleConnsPerHost:   1,
 			IdleConnTimeout:       90 * time.Second,
 		}
-		s.client = &http.Client{Transport: s.ownTr, Timeout: s.timeout}
+		s.client = &http.Client{Transport: s.ownTr, Timeout: s.timeout, CheckRedirect: checkRedirect}
 	}
 	s.kick = make(chan struct{}, 1)
 	s.first = make(chan struct{})
@@ -381,6 +381,9 @@ func (s *source) discover(ctx context.Context) (string, error) {
 	if err != nil || (ju.Scheme != "https" && ju.Scheme != "http") || ju.Host == "" {
 		return "", fmt.Errorf("discovery %s: jwks_uri %q is not an absolute http(s) URL", s.is.DiscoveryURL, doc.JWKSURI)
 	}
+	if strings.HasPrefix(s.is.DiscoveryURL, "https:") && ju.Scheme != "https" {
+		return "", fmt.Errorf("discovery %s: jwks_uri %q would fetch the keys of an https issuer without TLS", s.is.DiscoveryURL, doc.JWKSURI)
+	}
 	s.mu.Lock()
 	s.jwksURI = doc.JWKSURI
 	s.mu.Unlock()
@@ -388,6 +391,23 @@ func (s *source) discover(ctx context.Context) (string, error) {
 }
 
 var errTooLarge = errors.New("body over 1 MiB")
+
+// maxRedirects bounds the redirects one key fetch follows.
+const maxRedirects = 5
+
+// checkRedirect is the key fetcher's redirect policy: at most maxRedirects,
+// and never from https to plain http. Whoever answers a key URL configured
+// with TLS must not be able to send the fetch where anyone on the path can
+// answer it with their own keys.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refused redirect from https to %s://%s", req.URL.Scheme, req.URL.Host)
+	}
+	return nil
+}
 
 func (s *source) get(ctx context.Context, u, etag string) ([]byte, http.Header, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

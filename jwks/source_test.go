@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -483,5 +484,70 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 			t.Fatalf("%d goroutines left over (before: %d):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKeyFetchRedirects: a key URL configured with TLS is never fetched
+// over plain http, neither through a redirect nor through the discovery
+// document's jwks_uri; https redirects are followed, a bounded number.
+func TestKeyFetchRedirects(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	var plainHits atomic.Int64
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plainHits.Add(1)
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			w.Write(mustJSON(map[string]any{"issuer": issA, "jwks_uri": "http://" + r.Host + "/jwks"}))
+			return
+		}
+		w.Write(jwkstest.JWKS(k))
+	}))
+	t.Cleanup(plain.Close)
+	var tlsURL string
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/jwks":
+			w.Write(jwkstest.JWKS(k))
+		case "/moved":
+			http.Redirect(w, r, tlsURL+"/jwks", http.StatusFound)
+		case "/to-plain":
+			http.Redirect(w, r, plain.URL+"/jwks", http.StatusFound)
+		case "/loop":
+			http.Redirect(w, r, tlsURL+"/loop", http.StatusFound)
+		case "/.well-known/openid-configuration":
+			w.Write(mustJSON(map[string]any{"issuer": issA, "jwks_uri": plain.URL + "/jwks"}))
+		}
+	}))
+	t.Cleanup(tlsSrv.Close)
+	tlsURL = tlsSrv.URL
+	ca := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	discovery := func(u string) string {
+		return "  - issuer: " + issA + "\n    audiences: [api]\n    discovery_url: " + u + "\n    ca_file: " + ca + "\n"
+	}
+	tests := []struct {
+		name string
+		cfg  string
+		want *Error
+	}{
+		{"https redirect to https", jwksIssuer(tlsURL+"/moved", "ca_file: "+ca), nil},
+		{"https redirect to http", jwksIssuer(tlsURL+"/to-plain", "ca_file: "+ca), errKeysUnavailable},
+		{"redirect loop", jwksIssuer(tlsURL+"/loop", "ca_file: "+ca), errKeysUnavailable},
+		{"https discovery naming an http jwks_uri", discovery(tlsURL + "/.well-known/openid-configuration"), errKeysUnavailable},
+		// Control: plain http throughout is the operator's choice (a local IdP).
+		{"http discovery naming an http jwks_uri", discovery(plain.URL + "/.well-known/openid-configuration"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plainBefore := plainHits.Load()
+			e := newEnv(t, tt.cfg)
+			if _, err := e.verify(k.Sign(e.claims(issA))); err != tt.want {
+				t.Errorf("verify: %v, want %v", err, tt.want)
+			}
+			if tt.want != nil && plainHits.Load() != plainBefore {
+				t.Errorf("the plain http server was asked %d times", plainHits.Load()-plainBefore)
+			}
+		})
 	}
 }
