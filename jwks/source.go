@@ -45,6 +45,7 @@ type source struct {
 	etag     string
 	jwksURI  string // from discovery
 	failures int    // consecutive failed refreshes
+	stale    bool   // logged that the keys passed max_stale
 	lastKick time.Time
 	inflight chan struct{} // closed when the refresh a kick asked for is done
 
@@ -257,11 +258,19 @@ func (s *source) refresh(ctx context.Context) fetchResult {
 			s.log.Warn("jwks refresh failing, keeping the last good keys", "error", res.err,
 				"had_keys", s.set.Load() != nil)
 		}
+		// Seen at the first failed refresh after the crossing: the metric
+		// gatehouse_jwks_last_success_timestamp_seconds shows it to the second.
+		if last := s.lastSuccess.Load(); !s.stale && s.set.Load() != nil && s.now().UnixNano()-last > int64(s.is.MaxStale) {
+			s.stale = true
+			s.log.Error("jwks keys older than max_stale: this issuer's tokens are refused (keys_unavailable) until a refresh succeeds",
+				"max_stale", s.is.MaxStale.String(), "last_success", time.Unix(0, last).UTC(), "error", res.err)
+		}
 		return res
 	}
 	if s.failures > 0 {
-		s.log.Info("jwks refresh recovered", "failed_attempts", s.failures)
+		s.log.Info("jwks refresh recovered", "failed_attempts", s.failures, "keys_were_stale", s.stale)
 	}
+	s.stale = false
 	s.failures = 0
 	s.etag = newETag
 	s.lastSuccess.Store(s.now().UnixNano())

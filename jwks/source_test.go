@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -178,7 +179,20 @@ func TestUnknownKidFlood(t *testing.T) {
 func TestStaleKeys(t *testing.T) {
 	k := jwkstest.NewKey("RS256", "k")
 	srv := server(t, k)
-	e := newEnv(t, jwksIssuer(srv.URL, "max_stale: 24h"))
+	var logs strings.Builder
+	var logMu sync.Mutex
+	e := newEnv(t, jwksIssuer(srv.URL, "max_stale: 24h"), func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			return logs.Write(p)
+		}), nil))
+	})
+	staleLogs := func() int {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Count(logs.String(), "older than max_stale")
+	}
 	srv.SetHandler(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusInternalServerError) })
 	src := e.src(0)
 	for h := 1; h <= 23; h++ {
@@ -207,6 +221,16 @@ func TestStaleKeys(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(e.opts.Metrics.refreshTotal.WithLabelValues(issA, "error")); got != 23 {
 		t.Errorf("refresh errors = %v, want 23", got)
+	}
+	// The crossing is logged once, at the next failed refresh, not at each.
+	if n := staleLogs(); n != 0 {
+		t.Errorf("logged staleness %d times before any refresh past max_stale", n)
+	}
+	for range 2 {
+		src.refresh(context.Background())
+	}
+	if n := staleLogs(); n != 1 {
+		t.Errorf("logged staleness %d times over two failed refreshes past max_stale, want 1", n)
 	}
 	// Recovery brings the issuer back.
 	srv.SetHandler(nil)
@@ -551,3 +575,8 @@ func TestKeyFetchRedirects(t *testing.T) {
 		})
 	}
 }
+
+// writerFunc adapts a function to io.Writer.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
