@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -189,5 +190,80 @@ func TestWatchConfigSymlinkSwap(t *testing.T) {
 	}
 	if status, _, _ := do(t, "GET", g.URL+"/new", nil, ""); status != 200 {
 		t.Fatalf("after the swap /new = %d, want 200", status)
+	}
+}
+
+// TestReloadRestartOnlyAndWatchToggle: a reload that changes a listener or
+// a setting net/http reads per connection is refused with a clear error and
+// keeps the running config whole; watch_config turned on by SIGHUP starts
+// the file watch, and turned off by a watched reload stops it.
+func TestReloadRestartOnlyAndWatchToggle(t *testing.T) {
+	w := newWorld(t)
+	withRoute := func(o cfgOpts, path string) string {
+		return strings.Replace(w.configWith(o), "routes:\n", "routes:\n  - location: \"= "+path+"\"\n    auth: none\n", 1)
+	}
+	g := startGatehouse(t, w.config("", ""))
+	reloads := 0
+	apply := func(cfg string) {
+		t.Helper()
+		if err := os.WriteFile(g.configPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(path string) int {
+		t.Helper()
+		st, _, _ := do(t, "GET", g.URL+path, nil, "")
+		return st
+	}
+
+	refused := []struct {
+		name, cfg, want string
+	}{
+		{"listen", strings.Replace(withRoute(cfgOpts{}, "/r1"), `listen: "127.0.0.1:0"`, `listen: "127.0.0.1:1"`, 1), `listen changed from`},
+		{"read_header", withRoute(cfgOpts{timeouts: "  read_header: 7s\n"}, "/r2"), `timeouts.read_header changed from 10s to 7s: a restart is needed`},
+		{"idle", withRoute(cfgOpts{timeouts: "  idle: 5s\n"}, "/r3"), `timeouts.idle changed from 1m30s to 5s: a restart is needed`},
+		{"max_header_bytes", withRoute(cfgOpts{extra: "limits:\n  max_header_bytes: 8192\n"}, "/r4"), `limits.max_header_bytes changed from 32768 to 8192: a restart is needed`},
+	}
+	for i, tt := range refused {
+		apply(tt.cfg)
+		g.signal(syscall.SIGHUP)
+		if !g.waitLogCount(`reload failed, keeping the running config`, i+1, 10*time.Second) {
+			t.Fatalf("%s: reload not refused:\n%s", tt.name, g.stderr.String())
+		}
+		if !strings.Contains(g.stderr.String(), tt.want) {
+			t.Errorf("%s: the log does not say %q:\n%s", tt.name, tt.want, grep(g.stderr.String(), "reload failed"))
+		}
+		if st := status(fmt.Sprintf("/r%d", i+1)); st != 403 {
+			t.Errorf("%s: the refused config's route answered %d, want 403 (running config kept whole)", tt.name, st)
+		}
+	}
+
+	// watch_config on by SIGHUP: the next edit reloads by itself.
+	apply(withRoute(cfgOpts{extra: "watch_config: true\n"}, "/w1"))
+	g.signal(syscall.SIGHUP)
+	reloads++
+	if !g.waitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w1") != 200 {
+		t.Fatalf("reload turning watch_config on failed:\n%s", g.stderr.String())
+	}
+	apply(withRoute(cfgOpts{extra: "watch_config: true\n"}, "/w2"))
+	reloads++
+	if !g.waitLog(`"trigger":"watch"`, 10*time.Second) || status("/w2") != 200 {
+		t.Fatalf("watch_config turned on by SIGHUP: an edit was not picked up:\n%s", g.stderr.String())
+	}
+	// Off by a watched edit: later edits wait for a signal.
+	apply(withRoute(cfgOpts{}, "/w3"))
+	reloads++
+	if !g.waitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w3") != 200 {
+		t.Fatalf("the edit turning watch_config off was not picked up:\n%s", g.stderr.String())
+	}
+	apply(withRoute(cfgOpts{}, "/w4"))
+	time.Sleep(3 * time.Second) // three poll intervals
+	if st := status("/w4"); st != 403 {
+		t.Errorf("with watch_config off, an edit was applied without a signal: /w4 = %d", st)
+	}
+	g.signal(syscall.SIGHUP)
+	reloads++
+	if !g.waitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w4") != 200 {
+		t.Fatalf("SIGHUP after turning watch_config off did not reload:\n%s", g.stderr.String())
 	}
 }

@@ -168,12 +168,26 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 		s.opts.Listening(ln.Addr(), adminAddr)
 	}
 
+	// The watcher follows watch_config across reloads: a reload that turns
+	// it on starts polling, one that turns it off stops it.
 	changed := make(chan struct{}, 1)
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	if cfg.WatchConfig {
-		go s.watch(watchCtx, changed)
+	stopWatch := func() {}
+	watching := false
+	setWatch := func(on bool) {
+		if on == watching {
+			return
+		}
+		stopWatch()
+		stopWatch = func() {}
+		if on {
+			var watchCtx context.Context
+			watchCtx, stopWatch = context.WithCancel(ctx)
+			go s.watch(watchCtx, changed)
+		}
+		watching = on
 	}
+	defer func() { stopWatch() }()
+	setWatch(cfg.WatchConfig)
 
 	for {
 		select {
@@ -189,8 +203,10 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 			if err := s.current.Load().emitter.Reopen(); err != nil {
 				s.log.Error("audit reopen failed", "error", err.Error())
 			}
+			setWatch(s.current.Load().cfg.WatchConfig)
 		case <-changed:
 			s.reload(ctx, "watch")
+			setWatch(s.current.Load().cfg.WatchConfig)
 		}
 	}
 }
@@ -265,9 +281,24 @@ func (s *server) reload(ctx context.Context, trigger string) {
 	}()
 }
 
-// restartOnly refuses a reload that changes what is bound at start.
+// restartOnly refuses a reload that changes what is bound at start: the
+// listeners, and the settings net/http reads from its Server on every
+// connection (changing those on a serving Server would be a data race, and
+// ignoring them would report a reload that did not happen).
 func restartOnly(old, cfg *Config) error {
 	var errs yamlpos.List
+	for _, c := range []struct {
+		key      string
+		was, now any
+	}{
+		{"timeouts.read_header", old.Timeouts.ReadHeader, cfg.Timeouts.ReadHeader},
+		{"timeouts.idle", old.Timeouts.Idle, cfg.Timeouts.Idle},
+		{"limits.max_header_bytes", old.Limits.MaxHeaderBytes, cfg.Limits.MaxHeaderBytes},
+	} {
+		if c.was != c.now {
+			errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "%s changed from %v to %v: a restart is needed", c.key, c.was, c.now))
+		}
+	}
 	if old.Listen != cfg.Listen {
 		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "listen changed from %q to %q: a restart is needed", old.Listen, cfg.Listen))
 	}
