@@ -35,7 +35,9 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 	}
 	h.authAllow = d.metrics.authDuration.WithLabelValues("allow")
 	h.authDeny = d.metrics.authDuration.WithLabelValues("deny")
-	h.badPath = &routeMetrics{name: "", m: d.metrics}
+	// A rejected path never reaches matching; SPEC.md 7 allows only a
+	// location or "default" as the route label.
+	h.badPath = &routeMetrics{name: "default", m: d.metrics}
 
 	byURL := map[string]*upstream{}
 	for _, rt := range cfg.Policy.Routes() {

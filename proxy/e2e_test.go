@@ -240,6 +240,26 @@ routes:
 			}
 		}
 	})
+
+	// SPEC.md 7: route is a location or "default"; an upstream that gave no
+	// answer is code="error", not the 5xx gatehouse answered for it.
+	t.Run("metrics", func(t *testing.T) {
+		_, _, metrics := do(t, "GET", g.AdminURL+"/metrics", nil, "")
+		for _, want := range []string{
+			`gatehouse_requests_total{decision="deny",reason="bad_request",route="default"} 6`,
+			`gatehouse_upstream_duration_seconds_count{code="error",route="/refused/"} 1`,
+			`gatehouse_upstream_duration_seconds_count{code="error",route="/slow/"} 1`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics lack %s:\n%s", want, grep(metrics, "gatehouse_requests_total")+"\n"+grep(metrics, "upstream_duration_seconds_count"))
+			}
+		}
+		for _, bad := range []string{`route=""`, `code="5xx",route="/refused/"`, `code="5xx",route="/slow/"`} {
+			if strings.Contains(metrics, bad) {
+				t.Errorf("metrics hold %s:\n%s", bad, grep(metrics, bad))
+			}
+		}
+	})
 }
 
 // TestUpstreamSees checks every bullet of SPEC.md 5.

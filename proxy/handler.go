@@ -177,7 +177,7 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 		decision = "allow"
 	}
 	rm := h.badPath
-	routeName := ""
+	routeName := "default"
 	if o.route != nil {
 		rm = h.routes[o.route.Index].metrics
 		routeName = o.route.Name
@@ -250,7 +250,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 	sw := statusWriter{ResponseWriter: w}
 	began := h.now()
 	rs.up.rp.ServeHTTP(&sw, r)
-	rs.metrics.observeUpstream(sw.status, h.now().Sub(began).Seconds())
+	status := sw.status
+	if sw.failed {
+		status = 0 // code="error", not the 502/504 gatehouse answered
+	}
+	rs.metrics.observeUpstream(status, h.now().Sub(began).Seconds())
 }
 
 // setPath makes the forwarded path the canonical one.
@@ -275,6 +279,7 @@ func isUpgrade(r *http.Request) bool {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	failed bool // the upstream gave no answer: the error handler wrote this one
 }
 
 func (s *statusWriter) WriteHeader(code int) {

@@ -128,6 +128,9 @@ func (h *Handler) newUpstream(raw string) (*upstream, error) {
 // upstreamError answers a failed forward: 504 when timeouts.upstream ran out,
 // 413 when the body passed limits.max_body_bytes, else 502.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.failed = true
+	}
 	id := r.Header.Get("X-Request-Id")
 	code := codeUpstreamUnavailable
 	var mbe *http.MaxBytesError
