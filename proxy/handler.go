@@ -71,6 +71,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		bad := outcome{code: codeBadRequest, tokenSrc: -1}
 		h.finish(r, &bad, start, id, r.URL.Path)
+		refuseBody(w, r)
 		writeError(w, codeBadRequest, id, "")
 		return
 	}
@@ -79,10 +80,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o := h.authorize(r, path)
 	h.finish(r, &o, start, id, path)
 	if !o.allowed() {
+		refuseBody(w, r)
 		writeError(w, o.code, id, o.description)
 		return
 	}
 	h.forward(w, r, &o, path)
+}
+
+// refuseBody closes the connection after a denial of a request that has a
+// body, without reading it. Otherwise net/http reads and discards up to
+// 256 KiB of the unread body, once before it writes the answer and again
+// when it closes the body, with no deadline (read_header has passed, and
+// there is no whole-request timeout): a client that announces a body and
+// never sends it would hold the connection, and get no answer. The read
+// deadline in the past ends that read at once; Connection: close because the
+// rest of the body would otherwise be read as the next request. Requests
+// without a body keep their keep-alive.
+func refuseBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	w.Header()["Connection"] = []string{"close"}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 
 // requestID keeps a well-formed client id or makes one, and puts it on the
@@ -234,6 +253,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 	setPath(r.URL, path)
 	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > limit {
+			refuseBody(w, r)
 			writeError(w, codePayloadTooLarge, r.Header.Get("X-Request-Id"), "")
 			return
 		}

@@ -1035,6 +1035,32 @@ func smugglingCases() []attackCase {
 			}),
 			body: "secret=1", status: 401, code: "token_expired"},
 		{id: "SLOW-01", category: "slowloris", name: "headers never finished", slow: true},
+		{id: "SLOW-02", category: "slowloris", name: "denied request whose body never finishes (Content-Length 1000, 2 bytes sent)",
+			note: "401 answered at once with `Connection: close`, and the connection closed: gatehouse does not wait for a body it will not use",
+			interact: func(t *testing.T, s *secWorld, addr string) {
+				for _, req := range []string{
+					"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab",
+					"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\nab",
+				} {
+					conn, err := dialTimeout(addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.WriteString(conn, req)
+					// The bound only ends a failing run: the answer must come
+					// without the body, well before timeouts.idle.
+					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					all, err := io.ReadAll(conn)
+					conn.Close()
+					if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+						t.Errorf("%q: no answer and the connection still open after 5s (got %q)", req[:40], all)
+						continue
+					}
+					if status, code := parseAnswer(string(all)); status != 401 || code != "missing_token" {
+						t.Errorf("%q: answer %d %q, want 401 missing_token:\n%s", req[:40], status, code, all)
+					}
+				}
+			}},
 	}
 }
 
