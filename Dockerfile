@@ -14,5 +14,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/gatehouse /gatehouse
 USER nonroot
 EXPOSE 8080 9090
+# The config path comes from the environment, not CMD, so that
+# `docker run gatehouse -t` or `-version` (which replace CMD) still find it.
+ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.yaml
 ENTRYPOINT ["/gatehouse"]
-CMD ["-config", "/etc/gatehouse/gatehouse.yaml"]

@@ -611,7 +611,7 @@ func TestManifestsParse(t *testing.T) {
 			"FROM golang:1.26 AS build", "ARG VERSION",
 			`CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"`,
 			"FROM gcr.io/distroless/static-debian12:nonroot", "USER nonroot", "EXPOSE 8080 9090",
-			`ENTRYPOINT ["/gatehouse"]`, `CMD ["-config", "/etc/gatehouse/gatehouse.yaml"]`,
+			`ENTRYPOINT ["/gatehouse"]`, `ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.yaml`,
 		} {
 			if !strings.Contains(df, want) {
 				t.Errorf("Dockerfile lacks %q", want)
