@@ -95,7 +95,7 @@ audit:
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		h.retire(ctx, nil)
+		h.retire(ctx)
 	})
 	return h
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse/gatehouse/audit"
@@ -89,7 +90,8 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 	h.verifier = v
 
 	if prev != nil && prev.cfg.Audit.Equal(cfg.Audit) {
-		h.emitter = prev.emitter
+		h.emitter, h.emitterUsers = prev.emitter, prev.emitterUsers
+		h.emitterUsers.Add(1)
 	} else {
 		e, err := audit.New(cfg.Audit, audit.Options{
 			Logger:  d.log.With("component", "audit"),
@@ -102,26 +104,31 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 			v.Close()
 			return nil, fmt.Errorf("start audit: %w", err)
 		}
-		h.emitter = e
+		h.emitter, h.emitterUsers = e, new(atomic.Int32)
+		h.emitterUsers.Add(1)
 	}
 	return h, nil
 }
 
-// retire releases what h holds that its successor next (nil at shutdown)
-// does not share, once no request can still be deciding on h.
-func (h *Handler) retire(ctx context.Context, next *Handler) {
-	h.verifier.Close()
-	for _, up := range h.ups {
-		up.transport.CloseIdleConnections()
-	}
-	if next != nil && next.emitter == h.emitter {
-		return
-	}
+// retire releases what h holds, once no request can still be deciding on h
+// (or ctx ends): its verifier, its idle upstream connections, and its audit
+// emitter when no other handler uses it. Handlers of successive reloads
+// share an emitter while the audit section is unchanged; the last of them
+// to retire closes it, so an older handler's late request never emits into
+// a closed emitter, whichever order the retires finish in.
+func (h *Handler) retire(ctx context.Context) {
 	for h.deciding.Load() > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+	h.verifier.Close()
+	for _, up := range h.ups {
+		up.transport.CloseIdleConnections()
+	}
+	if h.emitterUsers.Add(-1) > 0 {
+		return
 	}
 	if err := h.emitter.Close(ctx); err != nil {
 		h.log.Warn("audit flush incomplete", "error", err.Error())

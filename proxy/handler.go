@@ -24,12 +24,14 @@ type Handler struct {
 	engine   *policy.Engine
 	verifier *jwks.Verifier
 	emitter  *audit.Emitter
-	strip    *stripper
-	headers  *headerTable
-	routes   []routeState // by policy.Route.Index
-	ups      []*upstream  // distinct upstreams, for closing idle connections
-	metrics  *Metrics
-	badPath  *routeMetrics
+	// emitterUsers counts the handlers sharing emitter; the last to retire closes it.
+	emitterUsers *atomic.Int32
+	strip        *stripper
+	headers      *headerTable
+	routes       []routeState // by policy.Route.Index
+	ups          []*upstream  // distinct upstreams, for closing idle connections
+	metrics      *Metrics
+	badPath      *routeMetrics
 
 	authAllow, authDeny prometheus.Observer
 	log                 *slog.Logger

@@ -80,6 +80,9 @@ type server struct {
 	current atomic.Pointer[Handler]
 	cert    atomic.Pointer[tls.Certificate]
 	mu      sync.Mutex // serialises reloads
+	// retiring counts the retires of replaced handlers still running;
+	// shutdown waits for them (bounded).
+	retiring sync.WaitGroup
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +236,16 @@ func (s *server) shutdown(srv *http.Server, cancelBase context.CancelFunc) error
 	// The audit queue gets what is left of the shutdown budget, at least 1s.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), max(time.Until(deadlineOf(ctx)), time.Second))
 	defer cancelFlush()
-	h.retire(flushCtx, nil)
+	// Handlers replaced by reloads may still be draining: their retires
+	// close what only they hold, and may hold the last use of an emitter.
+	retired := make(chan struct{})
+	go func() { s.retiring.Wait(); close(retired) }()
+	select {
+	case <-retired:
+	case <-flushCtx.Done():
+		s.log.Warn("replaced configs still draining at shutdown")
+	}
+	h.retire(flushCtx)
 	s.log.Info("stopped")
 	return nil
 }
@@ -274,10 +286,12 @@ func (s *server) reload(ctx context.Context, trigger string) {
 	s.level.Set(cfg.LogLevel)
 	s.deps.metrics.reloads.WithLabelValues("success").Inc()
 	s.log.Info("config reloaded", "trigger", trigger)
+	s.retiring.Add(1)
 	go func() {
+		defer s.retiring.Done()
 		rctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Shutdown)
 		defer cancel()
-		old.retire(rctx, next)
+		old.retire(rctx)
 	}()
 }
 
