@@ -217,10 +217,9 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	decodeHeaders(d, m, c)
 	decodeTrusted(d, m.Get("trusted_proxies"), c)
 
+	// routes may be absent (SPEC.md 2 does not require it): then default
+	// decides every request, e.g. `default: { auth: required }`.
 	c.Policy = policy.Decode(d, m.Get("routes"), m.Get("default"))
-	if n := m.Get("routes"); yamlpos.IsNull(n) {
-		d.Errorf(m.Node, "missing required key %q", "routes")
-	}
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
 	c.auditNode = nodeText(m.Get("audit"))
 

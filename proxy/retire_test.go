@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/policy"
 )
 
 // TestRetireKeepsSharedEmitterForLateRequests: handlers A and B share an
@@ -89,5 +90,25 @@ audit:
 	}
 	if !strings.Contains(string(got), `"request_id":"late-on-a"`) {
 		t.Errorf("the event of the request still deciding on A was lost; %s holds:\n%s", f1, got)
+	}
+}
+
+// TestConfigWithoutRoutes: routes is optional (SPEC.md 2 does not require
+// it); default then decides every request.
+func TestConfigWithoutRoutes(t *testing.T) {
+	t.Setenv("GATEHOUSE_NOROUTES_HMAC", strings.Repeat("k", 32))
+	c, err := ParseConfig("noroutes.yaml", []byte(`listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:3000"
+issuers:
+  - audiences: any
+    hmac_secret_env: GATEHOUSE_NOROUTES_HMAC
+default: { auth: required }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Policy.Match("GET", "/anything")
+	if r != c.Policy.Default() || r.Auth != policy.AuthRequired {
+		t.Errorf("GET /anything matched %+v, want the default route with auth required", r)
 	}
 }
