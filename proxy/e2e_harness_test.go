@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -203,11 +204,53 @@ type recorder struct {
 	mu      sync.Mutex
 	got     []recorded
 	handler http.HandlerFunc
+	wire    []byte // every byte the upstream read, in arrival order
+}
+
+// teeListener records the bytes read on its connections, so that tests can
+// check the framing gatehouse put on the wire, not Go's reading of it.
+type teeListener struct {
+	net.Listener
+	rec *recorder
+}
+
+func (l teeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return teeConn{Conn: c, rec: l.rec}, nil
+}
+
+type teeConn struct {
+	net.Conn
+	rec *recorder
+}
+
+func (c teeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.rec.mu.Lock()
+	c.rec.wire = append(c.rec.wire, p[:n]...)
+	c.rec.mu.Unlock()
+	return n, err
+}
+
+// wireLen and wireSince mark and read the raw upstream bytes.
+func (r *recorder) wireLen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.wire)
+}
+
+func (r *recorder) wireSince(n int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return string(r.wire[n:])
 }
 
 func newRecorder(t *testing.T) *recorder {
 	rec := &recorder{}
-	rec.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rec.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rec.mu.Lock()
 		rec.got = append(rec.got, recorded{r.Method, r.RequestURI, r.Header.Clone(), r.Host, string(body)})
@@ -220,6 +263,8 @@ func newRecorder(t *testing.T) *recorder {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"ok":true}`)
 	}))
+	rec.Server.Listener = teeListener{Listener: rec.Server.Listener, rec: rec}
+	rec.Server.Start()
 	t.Cleanup(rec.Close)
 	return rec
 }

@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +54,10 @@ type secWorld struct {
 	tunnel    *httptest.Server
 	tunnelMu  sync.Mutex
 	tunnelGot strings.Builder
-	user      string // a valid token with roles [user]
+
+	// wireBefore marks the upstream's raw bytes when the current row began.
+	wireBefore int
+	user       string // a valid token with roles [user]
 }
 
 func newSecWorld(t *testing.T) *secWorld {
@@ -690,6 +695,7 @@ func TestSecurityCatalogue(t *testing.T) {
 				return
 			}
 			before := len(s.up.requests())
+			s.wireBefore = s.up.wireLen()
 			if c.slow {
 				runSlow(t, addr)
 				if n := len(s.up.requests()) - before; n != 0 {
@@ -951,6 +957,13 @@ func headerCases() []attackCase {
 // smuggled /admin/ one, with exactly body.
 func framedOnce(body string) func(t *testing.T, s *secWorld, up []recorded, answer string) {
 	return func(t *testing.T, s *secWorld, up []recorded, answer string) {
+		wire := s.up.wireSince(s.wireBefore)
+		if len(up) > 0 && !strings.Contains(wire, " HTTP/1.1\r\n") {
+			t.Errorf("the upstream's raw bytes were not recorded (%d requests, %q)", len(up), wire)
+		}
+		if why := ambiguousFraming(wire); why != "" {
+			t.Errorf("gatehouse sent the upstream an ambiguous request: %s", why)
+		}
 		for _, r := range up {
 			if strings.Contains(r.RequestURI, "admin") {
 				t.Errorf("the smuggled request reached the upstream: %s %s", r.Method, r.RequestURI)
@@ -961,6 +974,57 @@ func framedOnce(body string) func(t *testing.T, s *secWorld, up []recorded, answ
 		}
 		if strings.Count(answer, "HTTP/1.1 200") > 1 {
 			t.Errorf("more than one 200 on one connection:\n%s", answer)
+		}
+	}
+}
+
+var requestLine = regexp.MustCompile(`^[A-Z]+ \S+ HTTP/1\.[01]$`)
+
+// ambiguousFraming reads the raw bytes the upstream got and says what is
+// wrong with the framing of any request head in them: Content-Length and
+// Transfer-Encoding together, Content-Length twice, or a Transfer-Encoding
+// other than exactly chunked. Body bytes that happen to split like a head
+// are skipped: a head starts with a request line.
+func ambiguousFraming(wire string) string {
+	for _, head := range strings.Split(wire, "\r\n\r\n") {
+		lines := strings.Split(strings.TrimLeft(head, "\r\n"), "\r\n")
+		if !requestLine.MatchString(lines[0]) {
+			continue
+		}
+		cl, te := 0, 0
+		for _, l := range lines[1:] {
+			name, value, _ := strings.Cut(l, ":")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "content-length":
+				cl++
+			case "transfer-encoding":
+				te++
+				if strings.TrimSpace(value) != "chunked" {
+					return fmt.Sprintf("Transfer-Encoding %q in %q", value, lines[0])
+				}
+			}
+		}
+		switch {
+		case cl > 0 && te > 0:
+			return "Content-Length and Transfer-Encoding in " + strconv.Quote(lines[0])
+		case cl > 1 || te > 1:
+			return "a framing header twice in " + strconv.Quote(lines[0])
+		}
+	}
+	return ""
+}
+
+func TestAmbiguousFraming(t *testing.T) {
+	for _, tt := range []struct{ wire, want string }{
+		{"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok", ""},
+		{"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", ""},
+		{"POST /a HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", "Content-Length and Transfer-Encoding"},
+		{"GET / HTTP/1.1\r\n\r\nPOST /a HTTP/1.1\r\ncontent-length: 2\r\nContent-Length: 3\r\n\r\n", "twice"},
+		{"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n", "Transfer-Encoding"},
+	} {
+		got := ambiguousFraming(tt.wire)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("ambiguousFraming(%q) = %q, want %q", tt.wire, got, tt.want)
 		}
 	}
 }
