@@ -7,7 +7,10 @@
 //
 // Emit copies the Event into a bounded channel (audit.queue_size) and
 // returns; a full queue drops the event and counts it. Encoding happens in
-// the emitter's single worker goroutine.
+// the emitter's single worker goroutine. String fields longer than 2048
+// bytes (a client's path or Host can be 32 KiB) are cut at a UTF-8 boundary
+// and end in "...(truncated)"; the kept prefix is copied so a queued event
+// never pins the request's memory. Shorter fields are not copied.
 //
 // # Encoding (SPEC.md 8)
 //
@@ -26,15 +29,23 @@
 //     not returned)
 //   - spooled: written to the spool; counted published again once the broker
 //     confirms it after replay
-//   - dropped: lost: full queue and no spool room, Emit after Close, or
-//     left in memory when Close ran out of time without a spool
+//   - dropped: lost: full queue and no spool room, Emit after Close, left
+//     in memory when Close ran out of time (or parked, see below) without a
+//     spool, or returned by the broker while 512 returned events are parked
 //   - failed: a stdout/file write failed (not retried)
 //
 // # RabbitMQ delivery
 //
-// At-least-once: publisher confirms, mandatory publishes (a returned message
-// is kept and re-sent after a pause that grows from 250 ms to 5 s), nacked or
+// At-least-once: publisher confirms, mandatory publishes, nacked or
 // unconfirmed messages re-sent after a reconnect, with the same message_id.
+// A returned message (no queue bound for its routing key) holds only that
+// key: it and later messages for the key are parked in memory, one is
+// re-sent as a probe after a pause that grows from 250 ms to 5 s, and all
+// are re-sent once a probe is confirmed; other keys publish meanwhile. At
+// most 512 messages are parked; beyond that a message for a held key is
+// dropped, counted and logged ("the routing key has no bound queue", at
+// most every 10 s). Close does not wait for parked messages: it spools them
+// (or counts them dropped).
 // Consumers deduplicate on the id. Up to 512 publishes await confirms at once.
 // Reconnects back off from 100 ms to 10 s with jitter; a blocked connection
 // (connection.blocked) pauses publishing.
@@ -42,12 +53,14 @@
 // # Spool and ordering
 //
 // With spool_dir, events the broker cannot take now (disconnected, blocked,
-// returns pending, or the queue half full) are appended to segment files and
+// or the queue half full) are appended to segment files and
 // replayed before newer events: while the spool holds unread records, new
 // events go through it too. So events reach the exchange in emit order,
 // except that messages needing a re-send (returned, nacked, unconfirmed at a
-// connection loss) are re-sent ahead of the rest. A segment is removed only
-// after every record in it was confirmed; a crash replays the segments left
+// connection loss) are re-sent ahead of the rest. When the spool refuses a
+// record (full), the worker stops reading the queue until the spool shrinks,
+// so memory stays bounded by queue_size and one batch; Emit then drops. A
+// segment is removed only after every record in it was confirmed; a crash replays the segments left
 // (duplicates possible, same ids). Segments (8 MiB) are fsynced when
 // finished and at Close: kill -9 loses nothing, a power cut may lose the
 // unsynced tail of the current segment. The spool's directory is locked (flock):

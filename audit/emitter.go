@@ -158,7 +158,9 @@ func (e *Emitter) Wants(decision string) bool {
 }
 
 // Emit hands ev to the queue and returns at once: a full queue drops the
-// event (counted; logged at most every 10 s). The worker moves queued events
+// event (counted; logged at most every 10 s). String fields longer than
+// maxField bytes are cut (see capFields), so a queued event holds at most a
+// few KiB whatever the client sent. The worker moves queued events
 // to the spool while the broker cannot take them, so with a spool the queue
 // fills only when the spool is full too. Safe after Close (drops, counted).
 func (e *Emitter) Emit(ev Event) {
@@ -173,6 +175,7 @@ func (e *Emitter) Emit(ev Event) {
 	}
 	p := eventPool.Get().(*Event)
 	*p = ev
+	capFields(p)
 	select {
 	case e.q <- p:
 	default:

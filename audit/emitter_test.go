@@ -9,10 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -270,5 +274,110 @@ func TestDropReport(t *testing.T) {
 	want := "audit events dropped count=5 total=5\naudit events dropped count=2 total=7"
 	if got := logs.all(); got != want {
 		t.Errorf("logs =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestEmitCapsLongFields: an event with a 30 KiB path and host, queued
+// behind a stalled sink, is written with both cut to maxField bytes at a
+// UTF-8 boundary and marked; a normal event is written untouched.
+func TestEmitCapsLongFields(t *testing.T) {
+	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	e, err := New(DefaultConfig(), Options{Stdout: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Emit(Event{Decision: "deny", RequestID: "first"})
+	<-w.entered                                                              // stalled: what follows waits in the queue
+	longPath := "/" + strings.Repeat("a", 2030) + strings.Repeat("é", 15000) // the cut falls inside an é
+	longHost := strings.Repeat("h", 30<<10)
+	normal := fullEvent()
+	e.Emit(Event{Decision: "deny", RequestID: "long", Path: longPath, Host: longHost})
+	e.Emit(normal)
+	close(w.release)
+	if err := e.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	for line := range strings.Lines(w.buf.String()) {
+		var ce cloudEvent
+		if err := json.Unmarshal([]byte(line), &ce); err != nil {
+			t.Fatalf("bad line %q: %v", line, err)
+		}
+		got = append(got, ce.Data)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d events written, want 3", len(got))
+	}
+	for _, f := range []struct{ name, orig string }{{"path", longPath}, {"host", longHost}} {
+		v, _ := got[1][f.name].(string)
+		kept, marked := strings.CutSuffix(v, truncMarker)
+		if len(v) > maxField || !marked || !strings.HasPrefix(f.orig, kept) || len(kept) < maxField-len(truncMarker)-utf8.UTFMax {
+			t.Errorf("%s = %.40q... (%d bytes), want at most %d bytes: a prefix of the original and %q",
+				f.name, v, len(v), maxField, truncMarker)
+		}
+		if strings.Contains(v, "\ufffd") {
+			t.Errorf("%s cut inside a UTF-8 sequence", f.name)
+		}
+	}
+	if got[2]["path"] != normal.Path || got[2]["host"] != normal.Host {
+		t.Errorf("normal event: path %q host %q, want %q %q", got[2]["path"], got[2]["host"], normal.Path, normal.Host)
+	}
+}
+
+// TestCapFieldsCopies: a cut field is a copy, so the queue does not pin the
+// request's memory (a 2 KiB prefix would keep the whole 30 KiB header
+// alive); a field within the bound is the caller's string, not copied.
+func TestCapFieldsCopies(t *testing.T) {
+	long := strings.Repeat("x", 30<<10)
+	short := strings.Repeat("y", maxField)
+	ev := Event{Path: long, Host: short, Method: long, RequestID: long, ClientIP: long, Subject: long, Issuer: long, JTI: long}
+	capFields(&ev)
+	start := uintptr(unsafe.Pointer(unsafe.StringData(long)))
+	for name, v := range map[string]string{"path": ev.Path, "method": ev.Method, "request_id": ev.RequestID,
+		"client_ip": ev.ClientIP, "subject": ev.Subject, "issuer": ev.Issuer, "jti": ev.JTI} {
+		if len(v) != maxField || !strings.HasSuffix(v, truncMarker) {
+			t.Errorf("%s: %d bytes, want %d ending in %q", name, len(v), maxField, truncMarker)
+		}
+		if p := uintptr(unsafe.Pointer(unsafe.StringData(v))); p >= start && p < start+uintptr(len(long)) {
+			t.Errorf("%s points into the original string", name)
+		}
+	}
+	if unsafe.StringData(ev.Host) != unsafe.StringData(short) {
+		t.Error("a field within the bound was copied")
+	}
+}
+
+// TestQueueMemoryBounded: a full queue of events carrying 16 KiB paths and
+// hosts (what a client can send under the default header limit) holds a
+// few KiB per event, not the request's strings.
+func TestQueueMemoryBounded(t *testing.T) {
+	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	cfg := DefaultConfig()
+	cfg.QueueSize = 4000
+	e, err := New(cfg, Options{Stdout: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Emit(Event{Decision: "deny"})
+	<-w.entered
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for i := range cfg.QueueSize {
+		// A fresh path and Host per request, as the proxy passes them.
+		e.Emit(Event{Decision: "deny", Reason: "missing_token",
+			Path: "/" + strings.Repeat("a", 16<<10) + strconv.Itoa(i), Host: strings.Repeat("h", 16<<10) + strconv.Itoa(i)})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	grew := int64(ms.HeapAlloc) - int64(before)
+	// Uncapped: 4000 * 32 KiB = 125 MiB; capped: 4000 * 4 KiB = 16 MiB.
+	if grew > 48<<20 {
+		t.Errorf("a queue of %d events holds %d MiB, want under 48", len(e.q), grew>>20)
+	}
+	close(w.release)
+	if err := e.Close(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -30,6 +30,39 @@ type Event struct {
 	Duration time.Duration
 }
 
+// maxField bounds each string field of a queued Event, in bytes. Path, Host,
+// Method and RequestID come from the client (up to the proxy's header limit,
+// 32 KiB by default) and the token fields from the presented token: without
+// a bound a full queue of 10,000 events could hold hundreds of MiB.
+const maxField = 2048
+
+// truncMarker ends a field cut to maxField.
+const truncMarker = "...(truncated)"
+
+// capFields cuts every string field of ev longer than maxField. Route,
+// Decision and Reason come from the configuration and gatehouse itself but
+// are capped too, so the bound holds whatever the caller fills in. Roles
+// is not: it is the caller's slice, shared and not to be modified.
+func capFields(ev *Event) {
+	for _, f := range [...]*string{&ev.RequestID, &ev.Decision, &ev.Reason, &ev.Route, &ev.Method,
+		&ev.Path, &ev.Host, &ev.ClientIP, &ev.Subject, &ev.Issuer, &ev.JTI} {
+		if len(*f) > maxField {
+			*f = capString(*f)
+		}
+	}
+}
+
+// capString cuts s to at most maxField bytes at a UTF-8 boundary and marks
+// the cut. The concatenation copies the kept prefix, so the queue does not
+// pin the request's memory; short strings are never copied.
+func capString(s string) string {
+	n := maxField - len(truncMarker)
+	for i := 0; i < utf8.UTFMax && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	return s[:n] + truncMarker
+}
+
 // EventType is the CloudEvents type of a decision: gatehouse.auth.<decision>.
 func EventType(decision string) string {
 	switch decision {

@@ -3,6 +3,7 @@ package audit
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,8 +31,10 @@ func TestRabbitDecisions(t *testing.T) {
 		{name: "window full, queue half full spills to spool", connected: true, inflight: window, spool: true, queued: 6, readsQueue: true},
 		{name: "blocked without spool keeps the queue", connected: true, blocked: true},
 		{name: "blocked with spool", connected: true, blocked: true, spool: true, readsQueue: true},
-		{name: "returned: holding with spool", connected: true, hold: true, spool: true, readsQueue: true},
-		{name: "returned: holding without spool", connected: true, hold: true},
+		// A returned message holds only its routing key (issue: one unbound
+		// key used to stop every event).
+		{name: "returned key held, with spool", connected: true, hold: true, spool: true, publish: true, readsQueue: true},
+		{name: "returned key held, without spool", connected: true, hold: true, publish: true, readsQueue: true},
 		{name: "disconnected without spool", spool: false},
 		{name: "disconnected with spool", spool: true, readsQueue: true},
 		{name: "stopping while window full with spool", connected: true, inflight: window, spool: true, stopping: true, readsQueue: true},
@@ -47,7 +50,7 @@ func TestRabbitDecisions(t *testing.T) {
 				r.ch = &amqp.Channel{} // never called by these decisions
 			}
 			if tt.hold {
-				r.holdUntil = now.Add(time.Second)
+				r.onReturned(nil, pending{m: testMsg(1)})
 			}
 			if tt.spool {
 				r.spool = mustOpen(t, t.TempDir(), 1<<20, 1<<20)
@@ -63,9 +66,9 @@ func TestRabbitDecisions(t *testing.T) {
 	}
 }
 
-// TestRabbitConfirmReturned: a message returned before its ack is re-queued
-// for retry and not counted, an acked one is counted and its spool record
-// released, a nacked one is retried.
+// TestRabbitConfirmReturned: a message returned before its ack is parked
+// under its routing key and not counted, an acked one is counted and its
+// spool record released, a nacked one is retried.
 func TestRabbitConfirmReturned(t *testing.T) {
 	m := NewMetrics(nil)
 	e := &Emitter{cfg: Config{Sink: SinkRabbitMQ}, m: m, c: m.forSink(SinkRabbitMQ)}
@@ -81,6 +84,7 @@ func TestRabbitConfirmReturned(t *testing.T) {
 		r.inflight = append(r.inflight, p)
 	}
 	r.returns <- amqp.Return{MessageId: testMsg(2).id}
+	r.inflight[1].m.key = "auth.allow" // returned: no queue bound for auth.allow
 	r.confirm(amqp.Confirmation{DeliveryTag: 1, Ack: true})
 	r.confirm(amqp.Confirmation{DeliveryTag: 2, Ack: true})
 	r.confirm(amqp.Confirmation{DeliveryTag: 3, Ack: false})
@@ -88,17 +92,23 @@ func TestRabbitConfirmReturned(t *testing.T) {
 	for _, p := range r.retry {
 		retried = append(retried, p.m.id)
 	}
-	if fmt.Sprint(retried) != "[id-0002 id-0003]" {
-		t.Errorf("retry = %v, want [id-0002 id-0003]", retried)
+	if fmt.Sprint(retried) != "[id-0003]" {
+		t.Errorf("retry = %v, want [id-0003]", retried)
+	}
+	h := r.holds["auth.allow"]
+	if h == nil || len(h.parked) != 1 || h.parked[0].m.id != "id-0002" || r.nParked != 1 {
+		t.Errorf("holds = %v, nParked = %d; want id-0002 parked under auth.allow", r.holds, r.nParked)
+	} else if !h.until.After(time.Now()) {
+		t.Error("a returned message did not pause its routing key")
+	}
+	if r.holds["auth.deny"] != nil {
+		t.Error("a returned message held another routing key")
 	}
 	if got := counter(e, "published"); got != 1 {
 		t.Errorf("published = %v, want 1", got)
 	}
 	if r.spool.bytes() != 0 {
 		t.Errorf("confirmed spool record not released: %d bytes", r.spool.bytes())
-	}
-	if !r.holdUntil.After(time.Now()) {
-		t.Error("a returned message did not pause publishing")
 	}
 }
 
@@ -132,5 +142,113 @@ func TestRabbitLostWithClosedNotifications(t *testing.T) {
 	}
 	if len(r.retry) != 2 || len(r.inflight) != 0 {
 		t.Errorf("retry = %d, inflight = %d; want the 2 unconfirmed moved to retry", len(r.retry), len(r.inflight))
+	}
+}
+
+// stateEmitter is an Emitter without a worker, for tests that drive the
+// rabbitmq worker's steps themselves.
+func stateEmitter(queueSize int) *Emitter {
+	m := NewMetrics(nil)
+	cfg := DefaultConfig()
+	cfg.Sink = SinkRabbitMQ
+	return &Emitter{cfg: cfg, m: m, c: m.forSink(SinkRabbitMQ), log: slog.New(slog.DiscardHandler),
+		source: "gatehouse/test", now: time.Now, idPrefix: "0123456789abcdef", q: make(chan *Event, queueSize)}
+}
+
+func allowMsg(i int) message {
+	m := testMsg(i)
+	m.typ, m.key = "gatehouse.auth.allow", "auth.allow"
+	return m
+}
+
+// TestRabbitReturnedKeyParked: messages for a routing key the broker
+// returned are parked, at most maxParked, the rest dropped, counted and
+// logged; one probe is re-sent after the pause, and once it is confirmed
+// the key's parked messages go back to retry.
+func TestRabbitReturnedKeyParked(t *testing.T) {
+	e := stateEmitter(1)
+	logs := &logRecorder{}
+	r := &rabbit{e: e, log: slog.New(logs), returned: map[string]bool{}, holds: map[string]*keyHold{}}
+	r.ch = &amqp.Channel{} // never called: every message here is parked
+	now := time.Now()
+	r.onReturned(nil, pending{m: allowMsg(0)})
+	for i := 1; i <= maxParked+10; i++ {
+		r.send(pending{m: allowMsg(i)}, now)
+	}
+	if r.nParked != maxParked || len(r.holds["auth.allow"].parked) != maxParked {
+		t.Errorf("nParked = %d, want %d", r.nParked, maxParked)
+	}
+	if got := counter(e, "dropped"); got != 11 || e.drops.Load() != 11 {
+		t.Errorf("dropped = %v (drops %d), want 11", got, e.drops.Load())
+	}
+	if !logs.has("audit events dropped: the routing key has no bound queue") || !strings.Contains(logs.all(), "routing_key=auth.allow") {
+		t.Errorf("drops not logged with the routing key:\n%s", logs.all())
+	}
+	if !r.canPublish(now) {
+		t.Error("parked messages stop publishing")
+	}
+	var p pending
+	if r.nextProbe(now, &p) {
+		t.Error("probe before the pause is over")
+	}
+	later := now.Add(returnHold + time.Millisecond)
+	if !r.nextProbe(later, &p) || p.m.id != allowMsg(0).id {
+		t.Fatalf("probe = %q, want the oldest parked %q", p.m.id, allowMsg(0).id)
+	}
+	var p2 pending
+	if r.nextProbe(later, &p2) {
+		t.Error("second probe while one is in flight")
+	}
+	p.tag = 1
+	r.inflight = []pending{p}
+	r.confirm(amqp.Confirmation{DeliveryTag: 1, Ack: true})
+	if got := counter(e, "published"); got != 1 {
+		t.Errorf("published = %v, want 1", got)
+	}
+	if len(r.holds) != 0 || r.nParked != 0 || len(r.retry) != maxParked-1 {
+		t.Errorf("after the probe's confirm: holds %d, parked %d, retry %d; want 0, 0, %d",
+			len(r.holds), r.nParked, len(r.retry), maxParked-1)
+	}
+}
+
+// TestRabbitSpoolRefusesBoundsMemory: with the broker away and the spool
+// nearly full (room for less than the next record but more than 1 KiB), the
+// worker must stop reading the queue once the spool refuses a record;
+// reading on moved every queued event into retry, in memory without bound.
+func TestRabbitSpoolRefusesBoundsMemory(t *testing.T) {
+	e := stateEmitter(100)
+	r := &rabbit{e: e, log: e.log, returned: map[string]bool{}, holds: map[string]*keyHold{}}
+	r.spool = mustOpen(t, t.TempDir(), 64<<10, 1<<20)
+	defer r.spool.close()
+	path := "/" + strings.Repeat("p", 2580) // records of about 3 KiB
+	now := time.Now()
+	pushed := 0
+	for range 50 {
+		for len(e.q) < cap(e.q) {
+			e.q <- &Event{Decision: "allow", Reason: "ok", Path: path}
+			pushed++
+		}
+		// The worker's turns (run): read the queue while acceptQueue says so.
+	turns:
+		for range cap(e.q) {
+			if !r.acceptQueue(now, false) {
+				break
+			}
+			select {
+			case qp := <-e.q:
+				r.take(recv(qp), now)
+			default:
+				break turns
+			}
+		}
+	}
+	if r.spool.full(1024) {
+		t.Fatalf("spool holds %d of %d bytes: the scenario needs more than 1 KiB free", r.spool.bytes(), r.spool.max)
+	}
+	if len(r.retry) > maxBatch {
+		t.Errorf("retry holds %d events after the spool filled, want at most one batch (%d)", len(r.retry), maxBatch)
+	}
+	if got := int(counter(e, "spooled")) + len(r.retry) + len(e.q); got != pushed {
+		t.Errorf("spooled+retry+queued = %d, want %d", got, pushed)
 	}
 }

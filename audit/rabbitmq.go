@@ -24,9 +24,13 @@ const (
 	heartbeat    = 10 * time.Second // bounds a publish stuck on a dead peer
 	backoffMin   = 100 * time.Millisecond
 	backoffMax   = 10 * time.Second
-	returnHold   = 250 * time.Millisecond // first pause after a returned message
+	returnHold   = 250 * time.Millisecond // first pause of a routing key after a returned message
 	returnMax    = 5 * time.Second
 	logEvery     = 10 * time.Second
+	// maxParked bounds the returned messages kept in memory for a re-send,
+	// over all routing keys: a key nobody binds (a consumer that binds only
+	// auth.deny) would otherwise collect every event sent to it.
+	maxParked = window
 )
 
 // rabbit is the rabbitmq sink's worker state. Everything here is owned by
@@ -34,9 +38,18 @@ const (
 // back a finished connection.
 //
 // Sources of messages, in the order they are published: retry (unconfirmed
-// at a connection loss, nacked or returned), then the spool, then the queue.
-// While the spool holds unread records, new events are appended to it rather
-// than published, so spooled events keep their order with newer ones.
+// at a connection loss, nacked, or parked and released), then one probe per
+// held routing key, then the spool, then the queue. While the spool holds
+// unread records, new events are appended to it rather than published, so
+// spooled events keep their order with newer ones.
+//
+// A returned message (mandatory, no queue bound for its routing key) holds
+// only its own routing key: it and every later message for that key are
+// parked (at most maxParked in all; beyond that they are dropped and
+// counted), and after a pause that grows from returnHold to returnMax one
+// parked message is re-sent as a probe. When a message for the key is
+// confirmed and not returned, the key's parked messages go back to retry.
+// Messages for other keys are published meanwhile as usual.
 type rabbit struct {
 	e     *Emitter
 	cfg   RabbitMQConfig
@@ -61,18 +74,22 @@ type rabbit struct {
 	retry    []pending
 	returned map[string]bool // message ids returned and not yet confirmed
 
+	holds       map[string]*keyHold // routing keys whose messages were returned
+	nParked     int                 // messages parked in holds, <= maxParked
+	lastReturn  time.Time           // rate limit of the "returned" log line
+	nReturned   int
+	lastNoRoute time.Time // rate limit of the "no bound queue, dropped" log line
+	nNoRoute    int
+
 	dialing  bool
 	dialRes  chan dialResult
 	nextDial time.Time
 	backoff  time.Duration
 	down     bool // logged "unreachable" for the current outage
 
-	holdUntil   time.Time // after a returned message, wait before re-sending
-	returnDelay time.Duration
-	lastReturn  time.Time // rate limit of the "returned" log line
-	nReturned   int
-
 	spoolBroken bool      // a spool write failed: stop spooling, keep the queue
+	spoolFull   bool      // the spool refused a record and has not shrunk since
+	spoolFullAt int64     // its size then
 	nextLockTry time.Time // while another emitter owns spool_dir
 	lastSpool   time.Time
 	encBuf      []byte
@@ -83,6 +100,14 @@ type pending struct {
 	m   message
 	seg *segment // spool segment the message came from, nil for memory
 	tag uint64
+}
+
+// keyHold is the state of a routing key the broker returned a message for.
+type keyHold struct {
+	until  time.Time     // no probe before
+	delay  time.Duration // last pause, doubled on each return up to returnMax
+	probe  string        // id of the parked message in flight as a probe; "" none
+	parked []pending     // waiting for the key to be routable, oldest first
 }
 
 type dialResult struct {
@@ -102,6 +127,7 @@ func newRabbit(e *Emitter) (*rabbit, error) {
 		cfg:      e.cfg.RabbitMQ,
 		log:      e.log,
 		returned: map[string]bool{},
+		holds:    map[string]*keyHold{},
 		dialRes:  make(chan dialResult, 1),
 		backoff:  backoffMin,
 	}
@@ -231,12 +257,15 @@ func (r *rabbit) spoolOK() bool {
 	return true
 }
 
-func (r *rabbit) canPublish(now time.Time) bool {
-	return r.ch != nil && !r.blocked && !now.Before(r.holdUntil) && len(r.inflight) < window
+// canPublish reports whether a message may be published now. A returned
+// message does not stop publishing: it holds only its routing key.
+func (r *rabbit) canPublish(time.Time) bool {
+	return r.ch != nil && !r.blocked && len(r.inflight) < window
 }
 
-// pump publishes from retry, spool and queue until the window is full or
-// nothing is left.
+// pump publishes from retry, held keys' probes, spool and queue until the
+// window is full or nothing is left. Messages for a held routing key are
+// parked instead of published.
 func (r *rabbit) pump(now time.Time) {
 	for r.canPublish(now) {
 		var p pending
@@ -244,6 +273,9 @@ func (r *rabbit) pump(now time.Time) {
 		case len(r.retry) > 0:
 			p = r.retry[0]
 			r.retry = r.retry[1:]
+		case r.nextProbe(now, &p):
+			r.publish(p)
+			continue
 		case r.spoolOK() && !r.spool.empty():
 			m, seg, ok := r.spool.next()
 			if !ok {
@@ -259,7 +291,58 @@ func (r *rabbit) pump(now time.Time) {
 				return
 			}
 		}
-		r.publish(p)
+		r.send(p, now)
+	}
+}
+
+// send publishes p, or parks it when its routing key is held.
+func (r *rabbit) send(p pending, now time.Time) {
+	if h := r.holds[p.m.key]; h != nil {
+		r.park(h, p, now)
+		return
+	}
+	r.publish(p)
+}
+
+// nextProbe takes the oldest parked message of a key whose pause is over
+// and which has no probe in flight.
+func (r *rabbit) nextProbe(now time.Time, p *pending) bool {
+	if r.nParked == 0 {
+		return false
+	}
+	for _, h := range r.holds {
+		if h.probe != "" || len(h.parked) == 0 || now.Before(h.until) {
+			continue
+		}
+		*p = h.parked[0]
+		h.parked[0] = pending{}
+		h.parked = h.parked[1:]
+		r.nParked--
+		h.probe = p.m.id
+		return true
+	}
+	return false
+}
+
+// park keeps p until its routing key is routable again, or drops it when
+// maxParked messages are parked already: a key without a bound queue must
+// not take the memory of, nor stop, the events that can be delivered.
+func (r *rabbit) park(h *keyHold, p pending, now time.Time) {
+	if r.nParked < maxParked {
+		h.parked = append(h.parked, p)
+		r.nParked++
+		return
+	}
+	r.e.c.dropped.Inc()
+	r.e.drops.Add(1)
+	if p.seg != nil {
+		r.spool.ack(p.seg) // given up: its record need not be replayed
+	}
+	r.nNoRoute++
+	if now.Sub(r.lastNoRoute) >= logEvery {
+		r.log.Warn("audit events dropped: the routing key has no bound queue",
+			"exchange", r.cfg.Exchange, "routing_key", p.m.key, "parked", r.nParked, "count", r.nNoRoute)
+		r.lastNoRoute, r.nNoRoute = now, 0
 	}
 }
 
@@ -300,11 +383,21 @@ func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
 	if r.canPublish(now) {
 		return true
 	}
-	if !r.spoolOK() || r.spool.full(1024) {
+	if !r.spoolOK() || r.spool.full(1024) || r.spoolRefusing() {
 		return false
 	}
-	return r.ch == nil || r.blocked || now.Before(r.holdUntil) || stopping ||
-		len(r.e.q) > cap(r.e.q)/2
+	return r.ch == nil || r.blocked || stopping || len(r.e.q) > cap(r.e.q)/2
+}
+
+// spoolRefusing reports whether the spool refused a record and has not
+// shrunk since. Reading the queue then would only move events from the
+// bounded queue to retry, in memory without bound; leaving them in the
+// queue makes Emit drop (and count) once it is full.
+func (r *rabbit) spoolRefusing() bool {
+	if r.spoolFull && r.spool.bytes() < r.spoolFullAt {
+		r.spoolFull = false
+	}
+	return r.spoolFull
 }
 
 // take handles an event read from the queue: published at once when
@@ -312,7 +405,7 @@ func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
 func (r *rabbit) take(ev Event, now time.Time) {
 	spoolOK := r.spoolOK()
 	if r.canPublish(now) && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) {
-		r.publish(pending{m: r.encode(&ev)})
+		r.send(pending{m: r.encode(&ev)}, now)
 		return
 	}
 	if !spoolOK {
@@ -335,7 +428,8 @@ fill:
 }
 
 // spoolMessages appends msgs to the spool; what does not fit waits in retry
-// (at most one batch: acceptQueue stops reading the queue once full).
+// (at most one batch: acceptQueue stops reading the queue once the spool
+// refuses a record, until it shrinks).
 func (r *rabbit) spoolMessages(msgs []message) {
 	n, err := r.spool.append(msgs)
 	r.e.c.spooled.Add(float64(n))
@@ -343,9 +437,12 @@ func (r *rabbit) spoolMessages(msgs []message) {
 		if !errors.Is(err, errSpoolFull) {
 			r.spoolBroken = true
 			r.log.Error("audit spool write failed, spooling stopped", "err", err)
-		} else if now := time.Now(); now.Sub(r.lastSpool) >= logEvery {
-			r.lastSpool = now
-			r.log.Warn("audit spool full", "bytes", r.spool.bytes())
+		} else {
+			r.spoolFull, r.spoolFullAt = true, r.spool.bytes()
+			if now := time.Now(); now.Sub(r.lastSpool) >= logEvery {
+				r.lastSpool = now
+				r.log.Warn("audit spool full", "bytes", r.spool.bytes())
+			}
 		}
 		for _, m := range msgs[n:] {
 			r.retry = append(r.retry, pending{m: m})
@@ -380,31 +477,53 @@ func (r *rabbit) confirm(c amqp.Confirmation) {
 			r.retry = append(r.retry, p)
 			continue
 		}
+		h := r.holds[p.m.key]
+		if h != nil && h.probe == p.m.id {
+			h.probe = ""
+		}
 		switch {
 		case r.returned[p.m.id]:
 			delete(r.returned, p.m.id)
-			r.retry = append(r.retry, p)
-			r.onReturned(p)
+			r.onReturned(h, p)
 		case !c.Ack:
 			r.retry = append(r.retry, p)
 		default:
-			r.returnDelay = 0
 			r.e.c.published.Inc()
 			if p.seg != nil {
 				r.spool.ack(p.seg)
+			}
+			if h != nil {
+				// The key is routable again: re-send what it parked.
+				r.retry = append(r.retry, h.parked...)
+				r.nParked -= len(h.parked)
+				delete(r.holds, p.m.key)
 			}
 		}
 	}
 }
 
-// onReturned pauses publishing: a returned message means no queue is bound
-// for its routing key, and re-sending at once would spin.
-func (r *rabbit) onReturned(p pending) {
-	r.returnDelay = min(max(r.returnDelay*2, returnHold), returnMax)
-	r.holdUntil = time.Now().Add(r.returnDelay)
+// onReturned holds p's routing key: a returned message means no queue is
+// bound for it, and re-sending at once would spin. p is parked; messages
+// for other keys go on.
+func (r *rabbit) onReturned(h *keyHold, p pending) {
+	now := time.Now()
+	if h == nil {
+		if r.holds == nil {
+			r.holds = map[string]*keyHold{}
+		}
+		h = &keyHold{}
+		r.holds[p.m.key] = h
+	}
+	// Several messages in flight come back for one outage of the key:
+	// only the first return after a pause lengthens it.
+	if !now.Before(h.until) {
+		h.delay = min(max(h.delay*2, returnHold), returnMax)
+		h.until = now.Add(h.delay)
+	}
+	r.park(h, p, now)
 	r.nReturned++
-	if now := time.Now(); now.Sub(r.lastReturn) >= logEvery {
-		r.log.Warn("audit events returned by the broker (no queue bound?), will retry",
+	if now.Sub(r.lastReturn) >= logEvery {
+		r.log.Warn("audit events returned by the broker (no queue bound for the routing key?), will retry",
 			"exchange", r.cfg.Exchange, "routing_key", p.m.key, "count", r.nReturned)
 		r.lastReturn, r.nReturned = now, 0
 	}
@@ -440,6 +559,9 @@ func (r *rabbit) requeueUnconfirmed() {
 	r.retry = append(r.retry, r.inflight...)
 	r.inflight = nil
 	clear(r.returned)
+	for _, h := range r.holds {
+		h.probe = "" // the probe is in retry now, and parked again when its turn comes
+	}
 }
 
 func (r *rabbit) closeConn() {
@@ -469,8 +591,12 @@ func (r *rabbit) nextWake(now time.Time) (time.Duration, bool) {
 	if r.conn == nil && !r.dialing {
 		at = r.nextDial
 	}
-	if r.ch != nil && now.Before(r.holdUntil) && (at.IsZero() || r.holdUntil.Before(at)) {
-		at = r.holdUntil
+	if r.ch != nil {
+		for _, h := range r.holds {
+			if h.probe == "" && len(h.parked) > 0 && now.Before(h.until) && (at.IsZero() || h.until.Before(at)) {
+				at = h.until
+			}
+		}
 	}
 	if r.spool != nil && !r.spool.locked && !r.spoolBroken {
 		// Poll for the lock the replaced emitter releases when it closes.
@@ -582,7 +708,9 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 }
 
 // finished reports whether Close may end: nothing queued or unconfirmed in
-// memory (what is in the spool stays there for the next process).
+// memory (what is in the spool stays there for the next process). Parked
+// messages do not keep Close waiting: their routing key had no bound queue
+// at the last try; shutdown spools them (or counts them dropped).
 func (r *rabbit) finished() bool {
 	if len(r.e.q) > 0 || len(r.inflight) > 0 {
 		return false
@@ -594,12 +722,16 @@ func (r *rabbit) finished() bool {
 // dropped), closes the connection and waits for every goroutine.
 func (r *rabbit) shutdown() {
 	var left []message
-	for _, p := range append(r.retry, r.inflight...) {
+	all := append(r.retry, r.inflight...)
+	for _, h := range r.holds {
+		all = append(all, h.parked...)
+	}
+	for _, p := range all {
 		if p.seg == nil { // spooled ones are still in their segment file
 			left = append(left, p.m)
 		}
 	}
-	r.retry, r.inflight = nil, nil
+	r.retry, r.inflight, r.holds, r.nParked = nil, nil, nil, 0
 	for drained := false; !drained; {
 		select {
 		case qp := <-r.e.q:

@@ -516,14 +516,25 @@ func TestRabbitMQOutage(t *testing.T) {
 		})
 	}
 	t.Run("rabbitmqctl close_all_connections", func(t *testing.T) {
+		// Skipped only when the broker is optional: with
+		// GATEHOUSE_REQUIRE_RABBITMQ=1 a missing or unusable rabbitmqctl
+		// is a red build, like a missing broker.
+		skip := t.Skipf
+		if os.Getenv("GATEHOUSE_REQUIRE_RABBITMQ") == "1" {
+			skip = t.Fatalf
+		}
 		ctl, err := exec.LookPath("rabbitmqctl")
 		if err != nil {
-			t.Skip("rabbitmqctl not found")
+			// Debian's path, for a PATH without the sbin directories.
+			if _, serr := os.Stat("/usr/sbin/rabbitmqctl"); serr != nil {
+				skip("rabbitmqctl not found: %v", err)
+			}
+			ctl = "/usr/sbin/rabbitmqctl"
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if out, err := exec.CommandContext(ctx, ctl, "-q", "status").CombinedOutput(); err != nil {
-			t.Skipf("rabbitmqctl not runnable: %v: %s", err, out)
+			skip("rabbitmqctl not runnable: %v: %s", err, out)
 		}
 		exchange := uniqueName("gh-test-x-")
 		c := startCollector(t, url, exchange, true)
@@ -550,6 +561,146 @@ func TestRabbitMQOutage(t *testing.T) {
 			t.Errorf("no connection loss logged:\n%s", logs.all())
 		}
 	})
+}
+
+// TestRabbitMQUnboundRoutingKey: a consumer binds only auth.deny, so the
+// broker returns every allow event. The returned events must hold only
+// their own routing key: every deny event emitted after many allow events
+// arrives, Close returns in time, and every allow event is accounted for
+// (parked ones spooled or dropped at Close, the excess dropped at once).
+func TestRabbitMQUnboundRoutingKey(t *testing.T) {
+	url := audittest.BrokerURL(t)
+	for _, spool := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spool=%v", spool), func(t *testing.T) {
+			exchange := uniqueName("gh-test-x-")
+			conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+				t.Fatal(err)
+			}
+			defer deleteTopology(url, exchange, "")
+			q, err := ch.QueueDeclare("", false, true, true, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ch.QueueBind(q.Name, "auth.deny", exchange, false, nil); err != nil {
+				t.Fatal(err)
+			}
+			deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			got := map[string]bool{}
+			go func() {
+				for d := range deliveries { // ends when conn closes
+					var ce cloudEvent
+					if json.Unmarshal(d.Body, &ce) == nil {
+						rid, _ := ce.Data["request_id"].(string)
+						mu.Lock()
+						got[rid] = true
+						mu.Unlock()
+					}
+				}
+			}()
+
+			cfg := rabbitConfig(url, exchange)
+			if spool {
+				cfg.SpoolDir = t.TempDir()
+			}
+			logs := &logRecorder{}
+			e, err := New(cfg, Options{Logger: slog.New(logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const nAllow, nDeny = 3 * window, 200
+			for i := range nAllow {
+				e.Emit(Event{Decision: "allow", Reason: "ok", RequestID: fmt.Sprint("allow-", i)})
+			}
+			// Deny events are emitted once the allow events have come back:
+			// they must not wait behind them.
+			waitFor(t, 20*time.Second, "allow events returned", func() bool { return logs.has("audit events returned") })
+			var deny []string
+			for i := range nDeny {
+				id := fmt.Sprint("deny-", i)
+				e.Emit(Event{Decision: "deny", Reason: "forbidden", RequestID: id})
+				deny = append(deny, id)
+			}
+			waitFor(t, 20*time.Second, "every deny event delivered", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, id := range deny {
+					if !got[id] {
+						return false
+					}
+				}
+				return true
+			})
+			waitFor(t, 20*time.Second, "excess allow events dropped", func() bool { return counter(e, "dropped") >= nAllow-maxParked })
+			if !logs.has("audit events dropped: the routing key has no bound queue") {
+				t.Errorf("unroutable drops not logged:\n%s", logs.all())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			closed := make(chan error, 1)
+			go func() { closed <- e.Close(ctx) }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close = %v, want nil (parked events do not keep it waiting)", err)
+				}
+			case <-time.After(5*time.Second + closeGrace + time.Second):
+				t.Fatal("Close did not return within its deadline")
+			}
+			mu.Lock()
+			for i := range nAllow {
+				if got[fmt.Sprint("allow-", i)] {
+					t.Errorf("allow-%d delivered to the auth.deny queue", i)
+					break
+				}
+			}
+			mu.Unlock()
+			published, dropped, spooled := counter(e, "published"), counter(e, "dropped"), counter(e, "spooled")
+			if published != nDeny {
+				t.Errorf("published = %v, want %d (the deny events)", published, nDeny)
+			}
+			if !spool {
+				if published+dropped+spooled != nAllow+nDeny {
+					t.Errorf("published %v + dropped %v + spooled %v = %v, want every event accounted for (%d)",
+						published, dropped, spooled, published+dropped+spooled, nAllow+nDeny)
+				}
+				return
+			}
+			// With a spool, events written while connecting count spooled
+			// and may be dropped later, and a segment keeps a dropped
+			// record until its others are confirmed: check that every allow
+			// event left is in the spool or counted dropped.
+			s := mustOpen(t, cfg.SpoolDir, cfg.SpoolMaxBytes, defaultSegment)
+			defer s.close()
+			msgs, _ := drain(s)
+			left := map[string]bool{}
+			for _, m := range msgs {
+				var ce cloudEvent
+				if err := json.Unmarshal(m.body, &ce); err != nil {
+					t.Fatal(err)
+				}
+				left[ce.Data["request_id"].(string)] = true
+			}
+			if len(left) == 0 {
+				t.Error("parked allow events not spooled at Close")
+			}
+			if float64(len(left))+dropped < nAllow {
+				t.Errorf("%d allow events in the spool + %v dropped < %d emitted: some lost uncounted", len(left), dropped, nAllow)
+			}
+		})
+	}
 }
 
 // TestRabbitMQEmitWithBrokerAway: twice the queue emitted with the broker
@@ -715,8 +866,8 @@ func TestRabbitMQKill9(t *testing.T) {
 }
 
 // TestRabbitMQCloseTimeoutSpools: events the broker keeps returning are
-// still in memory when Close runs out of time; they go to the spool, and
-// the next emitter on that spool delivers them once a queue is bound.
+// still in memory at Close; they go to the spool, and the next emitter on
+// that spool delivers them once a queue is bound.
 func TestRabbitMQCloseTimeoutSpools(t *testing.T) {
 	url := audittest.BrokerURL(t)
 	exchange := uniqueName("gh-test-x-")
@@ -732,8 +883,11 @@ func TestRabbitMQCloseTimeoutSpools(t *testing.T) {
 	waitFor(t, 20*time.Second, "returned messages", func() bool { return logs.has("audit events returned") })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := e.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Close = %v, want deadline exceeded", err)
+	// Returned (parked) messages do not keep Close waiting: they are
+	// spooled at once. Close may still run out of time when some of the 50
+	// are in flight, awaiting their return.
+	if err := e.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close = %v, want nil or deadline exceeded", err)
 	}
 	if got := counter(e, "published") + counter(e, "dropped"); got != 0 {
 		t.Errorf("published+dropped = %v, want 0", got)
