@@ -9,20 +9,21 @@ const cacheShards = 16
 
 // tokenCache remembers verified tokens by the SHA-256 of the whole token, so
 // two different tokens never share an entry and no token is kept. It is
-// bounded: each shard holds at most size/16 entries and, when full, evicts
-// an expired entry if it finds one among a few, else an arbitrary one (Go's
-// map iteration starts at a random place). Random eviction keeps a hit to a
-// hash, one lock and one map lookup.
+// bounded: the capacities of the shards add up to size exactly (each holds
+// size/16, the first size%16 one more; a shard of capacity 0 caches
+// nothing), and a full shard evicts an expired entry if it finds one among a
+// few, else an arbitrary one (Go's map iteration starts at a random place).
+// Random eviction keeps a hit to a hash, one lock and one map lookup.
 type tokenCache struct {
-	size     int
-	perShard int
-	shards   [cacheShards]cacheShard
+	size   int
+	shards [cacheShards]cacheShard
 }
 
 type cacheShard struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]*cacheEntry
-	_  [40]byte // keep shards on separate cache lines
+	mu    sync.Mutex
+	m     map[[sha256.Size]byte]*cacheEntry
+	limit int      // entries this shard may hold, fixed at creation
+	_     [40]byte // keep shards on separate cache lines
 }
 
 type cacheEntry struct {
@@ -33,9 +34,14 @@ type cacheEntry struct {
 }
 
 func newTokenCache(size int) *tokenCache {
-	c := &tokenCache{size: size, perShard: max(1, (size+cacheShards-1)/cacheShards)}
+	c := &tokenCache{size: size}
 	for i := range c.shards {
-		c.shards[i].m = make(map[[sha256.Size]byte]*cacheEntry)
+		s := &c.shards[i]
+		s.limit = size / cacheShards
+		if i < size%cacheShards {
+			s.limit++
+		}
+		s.m = make(map[[sha256.Size]byte]*cacheEntry)
 	}
 	return c
 }
@@ -50,9 +56,12 @@ func (c *tokenCache) get(h *[sha256.Size]byte) (*cacheEntry, bool) {
 
 func (c *tokenCache) put(h *[sha256.Size]byte, e *cacheEntry, now int64) {
 	s := &c.shards[h[0]%cacheShards]
+	if s.limit == 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[*h]; !ok && len(s.m) >= c.perShard {
+	if _, ok := s.m[*h]; !ok && len(s.m) >= s.limit {
 		var victim [sha256.Size]byte
 		n := 0
 		for k, old := range s.m {

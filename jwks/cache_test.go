@@ -45,8 +45,51 @@ func TestTokenCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := e.v.cache.len(); n > 32+cacheShards {
+	if n := e.v.cache.len(); n > 32 {
 		t.Errorf("cache holds %d entries, bound 32", n)
+	}
+}
+
+// TestTokenCacheBound: the cache never holds more than token.cache_size
+// entries in all, also for sizes that are not a multiple of the shard
+// count, and it fills up to the bound when every shard gets enough tokens.
+func TestTokenCacheBound(t *testing.T) {
+	for _, size := range []int{1, 2, 10, 15, 16, 17, 100, 1000, 10000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			c := newTokenCache(size)
+			// Digests spread evenly over the shards, several times the
+			// bound, so that every shard is offered more than it holds.
+			n := 3*size + 4*cacheShards
+			for i := range n {
+				h := sha256.Sum256([]byte(fmt.Sprint(i)))
+				h[0] = byte(i % 256)
+				c.put(&h, &cacheEntry{key: &key{}, until: 1 << 62}, 0)
+				if i%97 == 0 || i == n-1 {
+					if got := c.len(); got > size {
+						t.Fatalf("after %d puts the cache holds %d entries, bound %d", i+1, got, size)
+					}
+				}
+			}
+			if got := c.len(); got != size {
+				t.Errorf("cache holds %d entries after %d puts, want exactly %d", got, n, size)
+			}
+		})
+	}
+}
+
+// TestTokenCacheHitNoAlloc: a hit is one lock and one map lookup, no
+// allocation.
+func TestTokenCacheHitNoAlloc(t *testing.T) {
+	c := newTokenCache(10)
+	h := sha256.Sum256([]byte("a.b.c"))
+	h[0] = 0 // shard 0 holds one of the 10
+	c.put(&h, &cacheEntry{key: &key{}, until: 1}, 0)
+	if a := testing.AllocsPerRun(100, func() {
+		if _, ok := c.get(&h); !ok {
+			t.Fatal("miss")
+		}
+	}); a != 0 {
+		t.Errorf("cache hit: %v allocs, want 0", a)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -233,6 +234,12 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 			d.Errorf(v, "%s must be an absolute http:// or https:// URL, got %q", k, s)
 		}
 	}
+	if is.DiscoveryURL != "" && !m.Has("issuer") {
+		// The discovery document's issuer must equal the configured one
+		// (OpenID Connect Discovery 4.3); with none configured it never
+		// does, and the entry would never get keys.
+		d.Errorf(m.Node, "missing required key %q: discovery_url needs it (the discovery document's issuer must equal it, OpenID Connect Discovery 4.3)", "issuer")
+	}
 	if is.CAFile != "" && !is.remote() && len(srcs) == 1 {
 		d.Errorf(m.KeyNode("ca_file"), "ca_file applies only to jwks_url, discovery_url and public_key_url")
 	}
@@ -339,6 +346,12 @@ func (is *Issuer) loadLocal(d *yamlpos.Decoder, m yamlpos.Map) {
 			d.Errorf(v, "jwks_file %s: %v", is.JWKSFile, err)
 			return
 		}
+		if !slices.ContainsFunc(ks.keys, func(k *key) bool {
+			return slices.ContainsFunc(is.Algorithms, k.fits)
+		}) {
+			d.Errorf(firstNode(m.Get("algorithms"), v), "none of the algorithms %s fits any key in %s (%s)",
+				strings.Join(is.Algorithms, " "), is.JWKSFile, describeKeys(ks.keys))
+		}
 		is.static = ks.keys
 	case is.PublicKeyFile != "":
 		v := m.Get("public_key_file")
@@ -424,6 +437,23 @@ func (is *Issuer) fingerprint() [sha256.Size]byte {
 	var out [sha256.Size]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// describeKeys lists the keys of a set for an error message: kid, type and
+// alg when the key names one.
+func describeKeys(keys []*key) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		p := string(k.kind)
+		if k.alg != "" {
+			p += " alg " + k.alg
+		}
+		if k.kid != "" {
+			p = strconv.Quote(k.kid) + ": " + p
+		}
+		parts[i] = p
+	}
+	return "keys: " + strings.Join(parts, ", ")
 }
 
 func firstNode(ns ...*yaml.Node) *yaml.Node {

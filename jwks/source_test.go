@@ -2,6 +2,7 @@ package jwks
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -48,6 +49,79 @@ func TestNextDelay(t *testing.T) {
 				t.Errorf("nextDelay = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRefreshLoop runs the real loop (run) with real, short timers: it must
+// act on nextDelay's answer, not only compute it. Bounded: each case gives up
+// after 3 s, and a loop that waited refresh_interval (15m, 1h) would.
+// Durations are asserted only from below (timers never fire early).
+func TestRefreshLoop(t *testing.T) {
+	const limit = 3 * time.Second
+
+	t.Run("backoff after a failed first fetch", func(t *testing.T) {
+		k := jwkstest.NewKey("ES256", "k")
+		srv := server(t, k)
+		var fetches []time.Time
+		var mu sync.Mutex
+		srv.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			fetches = append(fetches, time.Now())
+			first := len(fetches) == 1
+			mu.Unlock()
+			if first {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			w.Write(jwkstest.JWKS(k))
+		})
+		e := newEnv(t, jwksIssuer(srv.URL)) // refresh_interval 15m
+		if m := e.v.Missing(); len(m) != 1 {
+			t.Fatalf("Missing() after a 503 = %q, want the issuer", m)
+		}
+		waitFor(t, limit, "keys after the 503", func() bool { return len(e.v.Missing()) == 0 })
+		if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+			t.Errorf("Verify after the retry: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		// nextDelay after one failure: 1s backoff with equal jitter, >= 500ms.
+		if gap := fetches[1].Sub(fetches[0]); gap < 500*time.Millisecond {
+			t.Errorf("retry %v after the failed fetch, want a backoff of at least 500ms", gap)
+		}
+	})
+
+	t.Run("max-age 0 refreshes every min_refresh_interval", func(t *testing.T) {
+		k := jwkstest.NewKey("ES256", "k")
+		srv := server(t, k)
+		srv.SetCacheControl("max-age=0")
+		start := time.Now()
+		e := newEnv(t, jwksIssuer(srv.URL, "refresh_interval: 1h", "min_refresh_interval: 100ms"))
+		waitFor(t, limit, "4 fetches", func() bool { return srv.Fetches() >= 4 })
+		// Three waits of min_refresh_interval at least: max-age 0 is raised
+		// to it, not taken as "refetch at once".
+		if d := time.Since(start); d < 300*time.Millisecond {
+			t.Errorf("4 fetches within %v, want at least 3 x min_refresh_interval (300ms)", d)
+		}
+		if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
+			t.Errorf("Verify: %v", err)
+		}
+	})
+}
+
+// waitFor polls cond until it holds, failing the test after limit.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("no %s within %v", what, limit)
+		case <-tick.C:
+		}
 	}
 }
 
@@ -404,9 +478,9 @@ func TestFirstFetchFails(t *testing.T) {
 }
 
 // TestReloadSharesKeyCache: an unchanged issuer keeps its key cache (no
-// refetch) and its cached tokens; a changed one gets a fresh cache; Close
-// of the old verifier leaves the shared loop running and Close of the last
-// stops it.
+// refetch) and its cached tokens; a changed one gets a fresh cache, and its
+// cached tokens are checked again under the new config; Close of the old
+// verifier leaves the shared loop running and Close of the last stops it.
 func TestReloadSharesKeyCache(t *testing.T) {
 	k := jwkstest.NewKey("ES256", "k")
 	srv := server(t, k)
@@ -417,8 +491,16 @@ func TestReloadSharesKeyCache(t *testing.T) {
 	if verr != nil {
 		t.Fatal(verr)
 	}
+	tokB := k.Sign(e.claims("https://b")) // aud api
+	if _, verr := e.verify(tokB); verr != nil {
+		t.Fatal(verr)
+	}
+	if _, ok := e.v.cache.get(digestOf(tokB)); !ok {
+		t.Fatal("token of issuer B not cached")
+	}
 	opts := e.opts
-	opts.Issuers = issuers(t, jwksIssuer(srv.URL)+"  - issuer: https://b\n    audiences: [api, more]\n    jwks_url: "+other.URL+"\n")
+	// B no longer accepts aud api: its cached token must not be served.
+	opts.Issuers = issuers(t, jwksIssuer(srv.URL)+"  - issuer: https://b\n    audiences: [more]\n    jwks_url: "+other.URL+"\n")
 	v2, err := New(context.Background(), opts, e.v)
 	if err != nil {
 		t.Fatal(err)
@@ -436,6 +518,15 @@ func TestReloadSharesKeyCache(t *testing.T) {
 	r2, err := v2.Verify(context.Background(), tok)
 	if err != nil || r2 != r1 {
 		t.Errorf("cached token after reload = %p, %v; want the same result %p", r2, err, r1)
+	}
+	if v2.cache != e.v.cache {
+		t.Fatal("token cache not shared across the reload")
+	}
+	if _, err := v2.Verify(context.Background(), tokB); err != errAudience {
+		t.Errorf("cached token of the changed issuer after reload = %v, want %v", err, errAudience)
+	}
+	if _, err := e.v.Verify(context.Background(), tokB); err != nil {
+		t.Errorf("the old verifier refuses the token of its own issuer B: %v", err)
 	}
 	oldB := e.v.issuers[1].src
 	e.v.Close()
@@ -494,7 +585,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	k := jwkstest.NewKey("ES256", "k")
 	srv := server(t, k)
 	before := runtime.NumGoroutine()
-	e := newEnv(t, jwksIssuer(srv.URL)+"  - audiences: any\n    discovery_url: "+srv.URL+"\n")
+	e := newEnv(t, jwksIssuer(srv.URL)+"  - issuer: https://disc.example.com\n    audiences: any\n    discovery_url: "+srv.URL+"\n")
 	v2, err := New(context.Background(), e.opts, e.v)
 	if err != nil {
 		t.Fatal(err)
@@ -574,6 +665,12 @@ func TestKeyFetchRedirects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// digestOf is the token cache key of tok.
+func digestOf(tok string) *[sha256.Size]byte {
+	h := sha256.Sum256([]byte(tok))
+	return &h
 }
 
 // writerFunc adapts a function to io.Writer.

@@ -41,8 +41,10 @@ type Decision struct {
 //
 //   - the default route of `default: deny`: deny, forbidden, whatever s is;
 //   - AuthNone: allow, public;
-//   - no subject: AuthRequired denies missing_token; AuthOptional denies
-//     missing_token when the route has requirements, else allows public;
+//   - no subject: AuthRequired denies missing_token; AuthOptional allows
+//     public, always ("never deny for absence", SPEC.md 2; Decode refuses
+//     optional routes with requirements, which could not hold without a
+//     token);
 //   - a subject: allow ok when every requirement (roles any/all, scopes
 //     any/all, claims equalities) holds, else deny insufficient_scope.
 func (r *Route) Decide(s *Subject) Decision {
@@ -52,7 +54,7 @@ func (r *Route) Decide(s *Subject) Decision {
 	case r.Auth == AuthNone:
 		return Decision{Allow: true, Reason: ReasonPublic, Route: r}
 	case s == nil:
-		if r.Auth == AuthOptional && !r.hasRequirements() {
+		if r.Auth == AuthOptional {
 			return Decision{Allow: true, Reason: ReasonPublic, Route: r}
 		}
 		return Decision{Reason: ReasonMissingToken, Route: r}

@@ -147,6 +147,12 @@ func decodeBody(d *yamlpos.Decoder, m yamlpos.Map, r *Route) bool {
 		d.Errorf(m.Get("auth"), "auth: none cannot be combined with roles, scopes or claims (no token is looked at)")
 		ok = false
 	}
+	if ok && r.Auth == AuthOptional && r.hasRequirements() {
+		// optional never denies for a missing token (SPEC.md 2), and
+		// requirements cannot hold without one: either rule would be broken.
+		d.Errorf(m.Get("auth"), "auth: optional cannot be combined with roles, scopes or claims (they cannot hold without a token, and optional never denies for its absence): use auth: required")
+		ok = false
+	}
 	return ok
 }
 
@@ -484,11 +490,7 @@ func checkDuplicates(d *yamlpos.Decoder, list []*Route) {
 			if m == "" {
 				d.Add(yamlpos.Errorf(pos, "duplicate location %q: already defined at line %d (give both routes methods that do not overlap)", r.Name, p.line))
 			} else {
-				note := ""
-				if m == "HEAD" {
-					note = " (GET also admits HEAD)"
-				}
-				d.Add(yamlpos.Errorf(pos, "duplicate location %q for method %s: already defined at line %d%s", r.Name, m, p.line, note))
+				d.Add(yamlpos.Errorf(pos, "duplicate location %q for method %s: already defined at line %d", r.Name, m, p.line))
 			}
 			break
 		}
@@ -508,9 +510,6 @@ func overlapMethod(a, b *Route) (string, bool) {
 	for _, m := range b.methods {
 		if a.admits(m) {
 			return m, true
-		}
-		if m == "GET" && a.admits("HEAD") {
-			return "HEAD", true
 		}
 	}
 	return "", false

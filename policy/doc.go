@@ -23,7 +23,13 @@
 //     forwarded: a space is %20 and non-ASCII is %XX there (nginx matches the
 //     decoded URI; for paths of unreserved characters the two agree, which
 //     the differential test against nginx checks).
-//   - `methods: [GET]` also admits HEAD, as nginx's limit_except does.
+//   - `methods` are matched literally: `methods: [GET]` does not admit
+//     HEAD (SPEC.md 3: only routes whose methods include the request method
+//     take part), so a [GET] route and a [HEAD] route on one location do not
+//     overlap. nginx's limit_except GET would allow HEAD too.
+//   - `auth: optional` with roles, scopes or claims is a config error: the
+//     requirements cannot hold without a token, and optional never denies for
+//     its absence (SPEC.md 2).
 //   - "/x" and "^~ /x" are the same location for the duplicate check, as
 //     nginx refuses that pair too.
 //   - A segment starting with ".;" or "..;" is bad with anything after the

@@ -109,7 +109,7 @@ func TestMatch(t *testing.T) {
 		{"spec exact other method", specExample, "POST", "/login", "= /login"},
 		{"spec exact is exact", specExample, "GET", "/login/", "default"},
 		{"spec GET", specExample, "GET", "/api/orders/42", "/api/orders/"},
-		{"spec HEAD via GET", specExample, "HEAD", "/api/orders/42", "/api/orders/"},
+		{"spec HEAD is not GET", specExample, "HEAD", "/api/orders/42", "default"},
 		{"spec POST", specExample, "POST", "/api/orders/", "/api/orders/"},
 		{"spec PATCH unmatched", specExample, "PATCH", "/api/orders/42", "default"},
 		{"spec prefix needs slash", specExample, "GET", "/api/orders", "default"},
@@ -208,11 +208,32 @@ routes:
   - location: /a/
     methods: [POST]
 `, "POST", "/a/x", "/a/"},
-		{"HEAD only when GET", `
+		{"HEAD not admitted by POST", `
 routes:
   - location: /a/
     methods: [POST]
 `, "HEAD", "/a/x", "default"},
+		{"HEAD not admitted by GET", `
+routes:
+  - location: /a/
+    methods: [GET]
+`, "HEAD", "/a/x", "default"},
+		{"HEAD falls through GET to a shorter prefix", `
+routes:
+  - location: /a/b/
+    methods: [GET]
+  - location: /a/
+`, "HEAD", "/a/b/x", "/a/"},
+		{"HEAD when listed", `
+routes:
+  - location: /a/
+    methods: [GET, HEAD]
+`, "HEAD", "/a/x", "/a/"},
+		{"GET not admitted by HEAD", `
+routes:
+  - location: '~ ^/a'
+    methods: [HEAD]
+`, "GET", "/a", "default"},
 		{"default route body", `
 routes:
   - location: /a/
@@ -240,6 +261,39 @@ routes:
 				t.Fatalf("Match(%s, %q) = %q, want %q", tt.method, tt.path, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestMatchGetAndHeadApart: GET and HEAD are distinct methods (SPEC.md 3),
+// so a [GET] route and a [HEAD] route on the same location do not overlap
+// (SPEC.md 2) and each method finds its own route.
+func TestMatchGetAndHeadApart(t *testing.T) {
+	e := load(t, `
+routes:
+  - location: /h/
+    methods: [GET]
+    roles: { any: [reader] }
+  - location: /h/
+    methods: [HEAD]
+    auth: none
+  - location: = /x
+    methods: [HEAD]
+  - location: = /x
+    methods: [GET, POST]
+`)
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/h/1", 0},
+		{"HEAD", "/h/1", 1},
+		{"HEAD", "/x", 2},
+		{"GET", "/x", 3},
+		{"PUT", "/x", 4}, // the default route
+	} {
+		if got := e.Match(tt.method, tt.path).Index; got != tt.want {
+			t.Errorf("Match(%s, %q).Index = %d, want %d", tt.method, tt.path, got, tt.want)
+		}
 	}
 }
 

@@ -12,7 +12,8 @@ const (
 	// AuthRequired (the default): a verified token is needed.
 	AuthRequired Auth = iota
 	// AuthOptional: a token is verified when present; its absence never
-	// denies unless the route has roles, scopes or claims requirements.
+	// denies. It cannot be combined with roles, scopes or claims (Decode
+	// refuses that: they could not hold without a token).
 	AuthOptional
 	// AuthNone: no token is looked at.
 	AuthNone
@@ -67,7 +68,8 @@ type Route struct {
 	// compare. The Fold flags say to compare ASCII case-insensitively.
 	rePre, reSuf         string
 	rePreFold, reSufFold bool
-	// methods admitted; nil means every method. GET also admits HEAD.
+	// methods admitted, literally (HEAD only when listed); nil means every
+	// method.
 	methods   []string
 	line, col int // the location's position, for duplicate errors
 
@@ -149,19 +151,11 @@ func (c *claimReq) met(v any) bool {
 	return false
 }
 
-// admits reports whether the route takes part in matching for method.
-// As nginx's limit_except, GET also admits HEAD: a HEAD is a GET without the
-// body, and a rule that lets a caller GET a resource should let it HEAD it.
+// admits reports whether the route takes part in matching for method: the
+// route's methods include it (SPEC.md 3), compared literally. GET does not
+// admit HEAD: a route that should answer HEAD lists it.
 func (r *Route) admits(method string) bool {
-	if r.methods == nil {
-		return true
-	}
-	for _, m := range r.methods {
-		if m == method || (m == "GET" && method == "HEAD") {
-			return true
-		}
-	}
-	return false
+	return r.methods == nil || slices.Contains(r.methods, method)
 }
 
 // hasRequirements reports whether the route asks anything of a token.
