@@ -68,7 +68,13 @@ func newSource(is *Issuer, opts *Options, log *slog.Logger) *source {
 		return s
 	}
 	if opts.HTTPClient != nil && is.roots == nil {
-		s.client = opts.HTTPClient
+		// A copy, so the redirect policy applies without changing the
+		// caller's client; a policy of the caller's own is kept.
+		c := *opts.HTTPClient
+		if c.CheckRedirect == nil {
+			c.CheckRedirect = checkRedirect
+		}
+		s.client = &c
 	} else {
 		s.ownTr = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,

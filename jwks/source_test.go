@@ -653,6 +653,21 @@ func TestKeyFetchRedirects(t *testing.T) {
 		// Control: plain http throughout is the operator's choice (a local IdP).
 		{"http discovery naming an http jwks_uri", discovery(plain.URL + "/.well-known/openid-configuration"), nil},
 	}
+	// A caller's own client gets the same policy, on a copy.
+	t.Run("caller's client, https redirect to http", func(t *testing.T) {
+		plainBefore := plainHits.Load()
+		client := tlsSrv.Client()
+		e := newEnv(t, jwksIssuer(tlsURL+"/to-plain"), func(o *Options) { o.HTTPClient = client })
+		if _, err := e.verify(k.Sign(e.claims(issA))); err != errKeysUnavailable {
+			t.Errorf("verify: %v, want %v", err, errKeysUnavailable)
+		}
+		if plainHits.Load() != plainBefore {
+			t.Errorf("the plain http server was asked %d times", plainHits.Load()-plainBefore)
+		}
+		if client.CheckRedirect != nil {
+			t.Error("the caller's client was modified")
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			plainBefore := plainHits.Load()
