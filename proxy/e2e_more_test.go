@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -121,6 +122,35 @@ func TestTLSListen(t *testing.T) {
 	}
 	if got := w.up.last(t).Header.Get("X-Forwarded-Proto"); got != "https" {
 		t.Errorf("X-Forwarded-Proto = %q, want https", got)
+	}
+
+	// SPEC.md 2: the certificate files are re-read on reload. New files in
+	// place, SIGHUP, and a new connection is served the new certificate.
+	served := func() []byte {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", strings.TrimPrefix(g.URL, "http://"),
+			&tls.Config{InsecureSkipVerify: true}) // only reading which certificate is served
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	before := served()
+	pool2 := writeSelfSigned(t, certFile, keyFile)
+	g.signal(syscall.SIGHUP)
+	if !g.waitLog(`"msg":"config reloaded"`, 10*time.Second) {
+		t.Fatalf("no reload:\n%s", g.stderr.String())
+	}
+	after := served()
+	if bytes.Equal(before, after) {
+		t.Fatal("after the reload the old certificate is still served")
+	}
+	client2 := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool2}}}
+	if res, err := client2.Get(url + "/login"); err != nil {
+		t.Fatalf("HTTPS with the new certificate: %v", err)
+	} else {
+		res.Body.Close()
 	}
 }
 
