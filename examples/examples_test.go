@@ -3,6 +3,7 @@ package examples_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -672,4 +673,22 @@ func TestExampleConfigs(t *testing.T) {
 			t.Error("gatehouse accepted the 10-byte placeholder secret")
 		}
 	})
+}
+
+// TestQuickstartRefusesBarePort: -listen and -admin take HOST:PORT; a bare
+// port is refused at once, before anything starts, with a message that
+// says so.
+func TestQuickstartRefusesBarePort(t *testing.T) {
+	for _, args := range [][]string{{"-listen", "8090"}, {"-admin", "0"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, quickstartBin, args...).CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("quickstart %q: err %v, want exit status 2\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "takes HOST:PORT") {
+			t.Errorf("quickstart %q said %q, want it to ask for HOST:PORT", args, out)
+		}
+	}
 }

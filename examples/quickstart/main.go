@@ -76,6 +76,14 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "quickstart: -only must be issuer or app, not %q\n", *only)
 		return 2
 	}
+	// Checked here, before anything starts: a bare port would otherwise
+	// surface as a config error in a temporary file that is gone by then.
+	for _, f := range []struct{ name, addr string }{{"listen", *listen}, {"admin", *admin}} {
+		if _, _, err := net.SplitHostPort(f.addr); err != nil {
+			fmt.Fprintf(os.Stderr, "quickstart: -%s takes HOST:PORT (e.g. 127.0.0.1:8080), not %q\n", f.name, f.addr)
+			return 2
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
