@@ -731,6 +731,13 @@ type forwarder struct {
 	cut    bool
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
+	n      int // connections forwarded
+}
+
+func (f *forwarder) accepted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
 }
 
 func newForwarder(t *testing.T, target string) *forwarder {
@@ -765,6 +772,7 @@ func (f *forwarder) accept() {
 			continue
 		}
 		f.conns[c], f.conns[up] = true, true
+		f.n++
 		f.mu.Unlock()
 		f.wg.Add(2)
 		pipe := func(dst, src net.Conn) {
@@ -809,50 +817,8 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := amqp.Dial(brokerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	exchange := "gatehouse.test.fault." + hex.EncodeToString(rnd[:])
-	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	defer ch.ExchangeDelete(exchange, false, false)
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var seenMu sync.Mutex
-	seen := map[string]int{}
-	consumed := make(chan struct{})
-	go func() {
-		defer close(consumed)
-		for d := range deliveries {
-			var ev struct {
-				Data struct {
-					RequestID string `json:"request_id"`
-				} `json:"data"`
-			}
-			json.Unmarshal(d.Body, &ev)
-			seenMu.Lock()
-			seen[ev.Data.RequestID]++
-			seenMu.Unlock()
-		}
-	}()
+	aq := newAuditQueue(t, brokerURL)
+	exchange := aq.exchange
 
 	fwd := newForwarder(t, bu.Host)
 	gu := *bu
@@ -874,7 +840,7 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	})
 	waitFor(10*time.Second, func() bool { return n.Load() >= 100 })
 	// Cut only a working link: events are arriving.
-	if !waitFor(20*time.Second, func() bool { seenMu.Lock(); defer seenMu.Unlock(); return len(seen) >= 10 }) {
+	if !waitFor(20*time.Second, func() bool { return aq.distinct() >= 10 }) {
 		t.Fatalf("no audit event arrived before the cut:\n%s", g.stderr.String())
 	}
 	fwd.setCut(true)
@@ -902,10 +868,8 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	}
 	tl.mu.Unlock()
 	missing := func() (m []string) {
-		seenMu.Lock()
-		defer seenMu.Unlock()
 		for _, id := range want {
-			if seen[id] == 0 {
+			if aq.count(id) == 0 {
 				m = append(m, id)
 			}
 		}
@@ -920,12 +884,10 @@ func TestFaultRabbitMQCut(t *testing.T) {
 			os.WriteFile(os.Getenv("GATEHOUSE_TEST_DUMP"), []byte(g.stderr.String()), 0o644)
 		}
 	}
-	seenMu.Lock()
 	dups := 0
 	for _, id := range want {
-		dups += max(seen[id]-1, 0)
+		dups += max(aq.count(id)-1, 0)
 	}
-	seenMu.Unlock()
 	if v := metric(t, g, `gatehouse_audit_events_total{result="dropped",sink="rabbitmq"}`); v > 0 {
 		t.Errorf("%v events dropped", v)
 	}
@@ -938,6 +900,137 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	answered, bad := tl.counts()
 	t.Logf("FIGURE fault RabbitMQ cut %s and restored under load: %d requests answered (%d during the cut), %d undocumented answers, %d/%d audit events delivered (%d re-sent duplicates), goroutines %d -> %d",
 		cutFor, answered, duringCut, bad, len(want)-len(missing()), answered, dups, base, after)
-	ch.Close()
-	<-consumed
+}
+
+// auditQueue is a fresh durable topic exchange on the test broker with a
+// queue bound to every key, counting the request ids of arriving events.
+type auditQueue struct {
+	exchange string
+	mu       sync.Mutex
+	seen     map[string]int
+}
+
+func newAuditQueue(t *testing.T, brokerURL string) *auditQueue {
+	t.Helper()
+	conn, err := amqp.Dial(brokerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	aq := &auditQueue{exchange: "gatehouse.test.fault." + hex.EncodeToString(rnd[:]), seen: map[string]int{}}
+	if err := ch.ExchangeDeclare(aq.exchange, "topic", true, false, false, false, nil); err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err == nil {
+		err = ch.QueueBind(q.Name, "#", aq.exchange, false, nil)
+	}
+	var deliveries <-chan amqp.Delivery
+	if err == nil {
+		deliveries, err = ch.Consume(q.Name, "", true, true, false, false, nil)
+	}
+	if err != nil {
+		ch.ExchangeDelete(aq.exchange, false, false)
+		conn.Close()
+		t.Fatal(err)
+	}
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for d := range deliveries {
+			var ev struct {
+				Data struct {
+					RequestID string `json:"request_id"`
+				} `json:"data"`
+			}
+			json.Unmarshal(d.Body, &ev)
+			aq.mu.Lock()
+			aq.seen[ev.Data.RequestID]++
+			aq.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ch.ExchangeDelete(aq.exchange, false, false)
+		ch.Close()
+		<-consumed
+		conn.Close()
+	})
+	return aq
+}
+
+func (q *auditQueue) count(id string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.seen[id]
+}
+
+func (q *auditQueue) distinct() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.seen)
+}
+
+// TestRabbitMQConnectionSurvivesReload: SPEC.md 2, the audit connection
+// survives a reload unless the audit section changed. The broker is reached
+// through a forwarder that counts connections.
+func TestRabbitMQConnectionSurvivesReload(t *testing.T) {
+	brokerURL := audittest.BrokerURL(t)
+	bu, err := url.Parse(brokerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aq := newAuditQueue(t, brokerURL)
+	fwd := newForwarder(t, bu.Host)
+	gu := *bu
+	gu.Host = fwd.ln.Addr().String()
+	w := newFaultWorld(t)
+	auditCfg := func(events string) string {
+		return fmt.Sprintf("audit:\n  sink: rabbitmq\n  events: %s\n  rabbitmq:\n    url_env: GATEHOUSE_AMQP_URL\n    exchange: %q\n", events, aq.exchange)
+	}
+	g := startGatehouse(t, w.config(faultOpts{audit: auditCfg("[allow, deny]")}), "GATEHOUSE_AMQP_URL="+gu.String())
+	tok := w.token(w.key)
+	delivered := func(what string) {
+		t.Helper()
+		_, h, _ := do(t, "GET", g.URL+"/api/x", bearerHeader(tok), "")
+		id := h.Get("X-Request-Id")
+		if !waitFor(15*time.Second, func() bool { return aq.count(id) > 0 }) {
+			t.Fatalf("%s: the audit event of request %s never arrived:\n%s", what, id, g.stderr.String())
+		}
+	}
+	delivered("at start")
+	if n := fwd.accepted(); n != 1 {
+		t.Fatalf("%d broker connections at start, want 1", n)
+	}
+	reload := func(cfg string, n int) {
+		t.Helper()
+		if err := os.WriteFile(g.configPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		g.signal(syscall.SIGHUP)
+		if !g.waitLogCount(`"msg":"config reloaded"`, n, 10*time.Second) {
+			t.Fatalf("reload %d not logged:\n%s", n, g.stderr.String())
+		}
+	}
+	// Two reloads with the audit section unchanged (the routes differ).
+	for i := 1; i <= 2; i++ {
+		cfg := strings.Replace(w.config(faultOpts{audit: auditCfg("[allow, deny]")}), "routes:\n", fmt.Sprintf("routes:\n  - location: \"= /added%d\"\n    auth: none\n", i), 1)
+		reload(cfg, i)
+	}
+	delivered("after two reloads")
+	if n := fwd.accepted(); n != 1 {
+		t.Errorf("%d broker connections after reloads that kept the audit section, want the first one only", n)
+	}
+	// Control: a changed audit section gets a new emitter and connection.
+	reload(w.config(faultOpts{audit: auditCfg("[deny, allow]")}), 3)
+	delivered("after the audit section changed")
+	if n := fwd.accepted(); n != 2 {
+		t.Errorf("%d broker connections after the audit section changed, want 2", n)
+	}
 }
