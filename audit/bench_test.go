@@ -24,10 +24,7 @@ func benchEvent() Event {
 // it is half full; otherwise it would mostly time the drop path (about 90%
 // of calls dropped). drops/op must be 0.
 func BenchmarkEmit(b *testing.B) {
-	e, err := New(DefaultConfig(), Options{Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := benchEmitter(b, io.Discard)
 	defer e.Close(context.Background())
 	ev := benchEvent()
 	b.ReportAllocs()
@@ -46,10 +43,7 @@ func BenchmarkEmit(b *testing.B) {
 // BenchmarkEmitDrop is the cost of Emit on a full queue: a counted drop.
 func BenchmarkEmitDrop(b *testing.B) {
 	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
-	e, err := New(DefaultConfig(), Options{Stdout: w})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := benchEmitter(b, w)
 	ev := benchEvent()
 	e.Emit(ev)
 	<-w.entered // the worker is stuck in Write: the queue stays full
@@ -64,6 +58,16 @@ func BenchmarkEmitDrop(b *testing.B) {
 	b.ReportMetric(float64(e.drops.Load())/float64(b.N), "drops/op")
 	close(w.release)
 	e.Close(context.Background())
+}
+
+// benchEmitter is an emitter with the default config writing to w.
+func benchEmitter(b *testing.B, w io.Writer) *Emitter {
+	b.Helper()
+	e, err := New(DefaultConfig(), Options{Stdout: w})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e
 }
 
 // drainQueue empties e's queue as the worker would, without encoding.
@@ -81,10 +85,7 @@ func drainQueue(e *Emitter) {
 // BenchmarkEmitParallel is Emit from concurrent requests. The worker
 // cannot keep up, so most calls take the drop path: drops/op says how many.
 func BenchmarkEmitParallel(b *testing.B) {
-	e, err := New(DefaultConfig(), Options{Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := benchEmitter(b, io.Discard)
 	defer e.Close(context.Background())
 	ev := benchEvent()
 	b.ReportAllocs()

@@ -428,11 +428,7 @@ func TestRabbitMQPublish10000(t *testing.T) {
 	}
 	ids := emitN(e, "p", 0, 10000)
 	c.waitAll(t, ids, 60*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := e.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	closeOK(t, e)
 	if got := counter(e, "published"); got != 10000 {
 		t.Errorf("published = %v, want 10000", got)
 	}
@@ -463,11 +459,7 @@ func TestRabbitMQReturned(t *testing.T) {
 	c.bind()
 	c.waitAll(t, ids, 30*time.Second)
 	waitFor(t, 10*time.Second, "published count", func() bool { return counter(e, "published") == 20 })
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := e.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	closeOK(t, e)
 }
 
 func TestRabbitMQOutage(t *testing.T) {
@@ -499,11 +491,7 @@ func TestRabbitMQOutage(t *testing.T) {
 			time.Sleep(time.Until(restore)) // the outage lasts 5 s: this is the scenario, not a wait for a condition
 			p.restore()
 			c.waitAll(t, ids, 60*time.Second)
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := e.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
+			closeOK(t, e)
 			if got := counter(e, "dropped"); got != 0 {
 				t.Errorf("dropped = %v", got)
 			}
@@ -552,11 +540,7 @@ func TestRabbitMQOutage(t *testing.T) {
 		}
 		ids = append(ids, emitN(e, "b", 0, 2000)...)
 		c.waitAll(t, ids, 60*time.Second)
-		cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer ccancel()
-		if err := e.Close(cctx); err != nil {
-			t.Fatal(err)
-		}
+		closeOK(t, e)
 		if !logs.has("audit broker connection lost") {
 			t.Errorf("no connection loss logged:\n%s", logs.all())
 		}
@@ -858,11 +842,7 @@ func TestRabbitMQKill9(t *testing.T) {
 	}
 	c.mu.Unlock()
 	waitFor(t, 20*time.Second, "spool emptied", func() bool { return len(segFiles(t, dir)) == 0 })
-	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer ccancel()
-	if err := e.Close(cctx); err != nil {
-		t.Fatal(err)
-	}
+	closeOK(t, e)
 }
 
 // TestRabbitMQCloseTimeoutSpools: events the broker keeps returning are
@@ -902,11 +882,7 @@ func TestRabbitMQCloseTimeoutSpools(t *testing.T) {
 	}
 	c.waitAll(t, ids, 30*time.Second)
 	waitFor(t, 10*time.Second, "spool emptied", func() bool { return len(segFiles(t, cfg.SpoolDir)) == 0 })
-	cctx, ccancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer ccancel()
-	if err := e2.Close(cctx); err != nil {
-		t.Fatal(err)
-	}
+	closeOK(t, e2)
 }
 
 // TestRabbitMQReloadSharedSpool: a reload starts the new emitter before
@@ -1010,12 +986,18 @@ func TestRabbitMQBlocked(t *testing.T) {
 	}
 	p.inject(10, 61, nil) // connection.unblocked
 	c.waitAll(t, blocked, 20*time.Second)
+	closeOK(t, e)
+	if got := counter(e, "published"); got != 110 {
+		t.Errorf("published = %v, want 110", got)
+	}
+}
+
+// closeOK closes e within 15 s and fails the test on any error.
+func closeOK(t *testing.T, e *Emitter) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := e.Close(ctx); err != nil {
 		t.Fatal(err)
-	}
-	if got := counter(e, "published"); got != 110 {
-		t.Errorf("published = %v, want 110", got)
 	}
 }
