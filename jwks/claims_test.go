@@ -208,8 +208,8 @@ func TestHasDuplicateKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			if got := hasDuplicateKeys([]byte(tt.in)); got != tt.want {
-				t.Errorf("hasDuplicateKeys(%s) = %v, want %v", tt.in, got, tt.want)
+			if _, _, got := parseObject([]byte(tt.in), nil); got != tt.want {
+				t.Errorf("parseObject(%s) duplicate = %v, want %v", tt.in, got, tt.want)
 			}
 		})
 	}

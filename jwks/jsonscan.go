@@ -227,16 +227,11 @@ func stringList(raw []byte) []string {
 	return out
 }
 
-// hasDuplicateKeys reports whether any object in data, at any depth, has a
-// key twice (compared after unescaping, so "a" and "\u0061" are the same).
-// Parsers disagree on duplicates (first wins, last wins, error), so a token
-// with one means different things to different readers: refuse it
-// (RFC 7519 4, RFC 8725 3.12 spirit). data must already be valid JSON.
-func hasDuplicateKeys(data []byte) bool {
-	s := dupScanner{b: data}
-	return s.value()
-}
-
+// dupScanner walks valid JSON and finds duplicate keys: any object, at any
+// depth, with a key twice (compared after unescaping, so "a" and "\u0061"
+// are the same). Parsers disagree on duplicates (first wins, last wins,
+// error), so a token with one means different things to different readers:
+// it is refused (RFC 7519 4, RFC 8725 3.12 spirit).
 type dupScanner struct {
 	b []byte
 	i int

@@ -498,7 +498,8 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 		return nil, errDuplicateKey, nil, nil
 	}
 	var rt *issuerRT
-	if rawIss, present := claims.get("iss"); !present {
+	rawIss, hasIss := claims.get("iss")
+	if !hasIss {
 		rt = v.noIss
 	} else {
 		body, plain, ok := stringBody(rawIss)
@@ -561,7 +562,7 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 	}
 	// The config's and the key's strings rather than a copy per cached
 	// token: rt was found by this token's iss, so it is cfg.Name.
-	if _, present := claims.get("iss"); present {
+	if hasIss {
 		res.Issuer = cfg.Name
 	}
 	res.Kid = kid
