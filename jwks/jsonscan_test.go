@@ -78,7 +78,7 @@ func oracleDuplicates(data []byte) bool {
 // checkObjectAgainstJSON asserts that object reads data exactly as
 // encoding/json's map[string]any does: same members, same values, same
 // claim-path lookups, same string and number readings, and duplicate keys
-// found exactly where hasDuplicateKeys finds them.
+// found exactly where encoding/json's token stream shows them.
 func checkObjectAgainstJSON(t *testing.T, data []byte, paths []string) {
 	t.Helper()
 	if !utf8.Valid(data) || !json.Valid(data) {
