@@ -72,7 +72,7 @@ func TestRabbitDecisions(t *testing.T) {
 func TestRabbitConfirmReturned(t *testing.T) {
 	m := NewMetrics(nil)
 	e := &Emitter{cfg: Config{Sink: SinkRabbitMQ}, m: m, c: m.forSink(SinkRabbitMQ)}
-	r := &rabbit{e: e, log: slog.New(slog.DiscardHandler), returned: map[string]bool{}, returns: make(chan amqp.Return, 4)}
+	r := &rabbit{e: e, log: slog.New(slog.DiscardHandler), returned: map[string]bool{}, link: link{returns: make(chan amqp.Return, 4)}}
 	r.spool = mustOpen(t, t.TempDir(), 1<<20, 1<<20)
 	defer r.spool.close()
 	if _, err := r.spool.append([]message{testMsg(1)}); err != nil {

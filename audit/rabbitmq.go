@@ -60,15 +60,9 @@ type rabbit struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dial goroutines
 
-	conn      *amqp.Connection
-	ch        *amqp.Channel
-	confirms  chan amqp.Confirmation
-	returns   chan amqp.Return
-	connClose chan *amqp.Error
-	chClose   chan *amqp.Error
-	blockedC  chan amqp.Blocking
-	blocked   bool
-	tag       uint64 // delivery tag of the last publish on ch
+	link    // the current connection; zero while there is none
+	blocked bool
+	tag     uint64 // delivery tag of the last publish on ch
 
 	inflight []pending
 	retry    []pending
@@ -110,15 +104,20 @@ type keyHold struct {
 	parked []pending     // waiting for the key to be routable, oldest first
 }
 
-type dialResult struct {
+// link is a broker connection, its channel, and their notifications.
+type link struct {
 	conn      *amqp.Connection
 	ch        *amqp.Channel
 	confirms  chan amqp.Confirmation
 	returns   chan amqp.Return
 	connClose chan *amqp.Error
 	chClose   chan *amqp.Error
-	blocked   chan amqp.Blocking
-	err       error
+	blockedC  chan amqp.Blocking
+}
+
+type dialResult struct {
+	link
+	err error
 }
 
 func newRabbit(e *Emitter) (*rabbit, error) {
@@ -573,8 +572,7 @@ func (r *rabbit) closeConn() {
 			_ = conn.CloseDeadline(time.Now().Add(time.Second))
 		}()
 	}
-	r.conn, r.ch, r.confirms, r.returns = nil, nil, nil, nil
-	r.connClose, r.chClose, r.blockedC = nil, nil, nil
+	r.link = link{}
 	r.blocked, r.tag = false, 0
 }
 
@@ -631,8 +629,7 @@ func (r *rabbit) connected(res dialResult) {
 		r.scheduleDial()
 		return
 	}
-	r.conn, r.ch, r.confirms, r.returns = res.conn, res.ch, res.confirms, res.returns
-	r.connClose, r.chClose, r.blockedC = res.connClose, res.chClose, res.blocked
+	r.link = res.link
 	r.backoff, r.down = backoffMin, false
 	r.log.Info("audit broker connected", "exchange", r.cfg.Exchange)
 }
@@ -678,7 +675,7 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 	if err != nil {
 		return dialResult{err: fmt.Errorf("dial: %w", err)}
 	}
-	res := dialResult{conn: conn}
+	res := dialResult{link: link{conn: conn}}
 	fail := func(op string, err error) dialResult {
 		conn.Close()
 		if setup.Err() != nil {
@@ -687,7 +684,7 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 		return dialResult{err: fmt.Errorf("%s: %w", op, err)}
 	}
 	res.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
-	res.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
+	res.blockedC = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
 	if res.ch, err = conn.Channel(); err != nil {
 		return fail("open channel", err)
 	}
