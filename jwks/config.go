@@ -346,12 +346,7 @@ func (is *Issuer) loadLocal(d *yamlpos.Decoder, m yamlpos.Map) {
 			d.Errorf(v, "jwks_file %s: %v", is.JWKSFile, err)
 			return
 		}
-		if !slices.ContainsFunc(ks.keys, func(k *key) bool {
-			return slices.ContainsFunc(is.Algorithms, k.fits)
-		}) {
-			d.Errorf(firstNode(m.Get("algorithms"), v), "none of the algorithms %s fits any key in %s (%s)",
-				strings.Join(is.Algorithms, " "), is.JWKSFile, describeKeys(ks.keys))
-		}
+		is.requireFit(d, firstNode(m.Get("algorithms"), v), is.JWKSFile, ks.keys)
 		is.static = ks.keys
 	case is.PublicKeyFile != "":
 		v := m.Get("public_key_file")
@@ -365,10 +360,7 @@ func (is *Issuer) loadLocal(d *yamlpos.Decoder, m yamlpos.Map) {
 			d.Errorf(v, "public_key_file %s: %v", is.PublicKeyFile, err)
 			return
 		}
-		if !slices.ContainsFunc(is.Algorithms, func(a string) bool { return k.fits(a) }) {
-			d.Errorf(firstNode(m.Get("algorithms"), v), "none of the algorithms %s fits the %s key in %s",
-				strings.Join(is.Algorithms, " "), k.kind, is.PublicKeyFile)
-		}
+		is.requireFit(d, firstNode(m.Get("algorithms"), v), is.PublicKeyFile, []*key{k})
 		is.static = []*key{k}
 	case is.HMACSecretEnv != "" || is.HMACSecretFile != "":
 		var secret []byte
@@ -437,6 +429,20 @@ func (is *Issuer) fingerprint() [sha256.Size]byte {
 	var out [sha256.Size]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// requireFit reports at n when no key of a key file fits any of the
+// issuer's algorithms: such an entry could never verify a token.
+func (is *Issuer) requireFit(d *yamlpos.Decoder, n *yaml.Node, file string, keys []*key) {
+	if slices.ContainsFunc(keys, func(k *key) bool { return slices.ContainsFunc(is.Algorithms, k.fits) }) {
+		return
+	}
+	algs := strings.Join(is.Algorithms, " ")
+	if len(keys) == 1 {
+		d.Errorf(n, "none of the algorithms %s fits the %s key in %s", algs, keys[0].kind, file)
+		return
+	}
+	d.Errorf(n, "none of the algorithms %s fits any key in %s (%s)", algs, file, describeKeys(keys))
 }
 
 // describeKeys lists the keys of a set for an error message: kid, type and
