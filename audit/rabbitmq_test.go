@@ -356,6 +356,17 @@ func (p *tcpProxy) url() string { return "amqp://guest:guest@" + p.ln.Addr().Str
 
 // logRecorder is a slog handler that remembers messages, for tests that
 // wait for the emitter to notice something.
+// newLogged starts an emitter on cfg whose log lines the test can read.
+func newLogged(t *testing.T, cfg Config) (*Emitter, *logRecorder) {
+	t.Helper()
+	logs := &logRecorder{}
+	e, err := New(cfg, Options{Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, logs
+}
+
 type logRecorder struct {
 	mu   sync.Mutex
 	msgs []string
@@ -473,11 +484,7 @@ func TestRabbitMQOutage(t *testing.T) {
 			if spool {
 				cfg.SpoolDir = t.TempDir()
 			}
-			logs := &logRecorder{}
-			e, err := New(cfg, Options{Logger: slog.New(logs)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			e, logs := newLogged(t, cfg)
 			ids := emitN(e, "a", 0, 1000)
 			waitFor(t, 20*time.Second, "broker connection", func() bool { return logs.has("audit broker connected") })
 			p.cut() // some of the first 1000 are in flight, unconfirmed
@@ -528,11 +535,7 @@ func TestRabbitMQOutage(t *testing.T) {
 		c := startCollector(t, url, exchange, true)
 		cfg := rabbitConfig(url, exchange)
 		cfg.SpoolDir = t.TempDir()
-		logs := &logRecorder{}
-		e, err := New(cfg, Options{Logger: slog.New(logs)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		e, logs := newLogged(t, cfg)
 		ids := emitN(e, "a", 0, 1000)
 		waitFor(t, 20*time.Second, "broker connection", func() bool { return logs.has("audit broker connected") })
 		if out, err := exec.CommandContext(ctx, ctl, "close_all_connections", "gatehouse audit test").CombinedOutput(); err != nil {
@@ -599,11 +602,7 @@ func TestRabbitMQUnboundRoutingKey(t *testing.T) {
 			if spool {
 				cfg.SpoolDir = t.TempDir()
 			}
-			logs := &logRecorder{}
-			e, err := New(cfg, Options{Logger: slog.New(logs)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			e, logs := newLogged(t, cfg)
 			const nAllow, nDeny = 3 * window, 200
 			for i := range nAllow {
 				e.Emit(Event{Decision: "allow", Reason: "ok", RequestID: fmt.Sprint("allow-", i)})
@@ -854,11 +853,7 @@ func TestRabbitMQCloseTimeoutSpools(t *testing.T) {
 	c := startCollector(t, url, exchange, false)
 	cfg := rabbitConfig(url, exchange)
 	cfg.SpoolDir = t.TempDir()
-	logs := &logRecorder{}
-	e, err := New(cfg, Options{Logger: slog.New(logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, logs := newLogged(t, cfg)
 	ids := emitN(e, "ct", 0, 50)
 	waitFor(t, 20*time.Second, "returned messages", func() bool { return logs.has("audit events returned") })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -903,11 +898,7 @@ func TestRabbitMQReloadSharedSpool(t *testing.T) {
 	waitFor(t, 10*time.Second, "old events spooled", func() bool { return counter(old, "spooled") == 200 })
 	newCfg := rabbitConfig(url, exchange)
 	newCfg.SpoolDir = dir
-	logs := &logRecorder{}
-	e, err := New(newCfg, Options{Logger: slog.New(logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, logs := newLogged(t, newCfg)
 	ids = append(ids, emitN(e, "new", 0, 200)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -963,11 +954,7 @@ func TestRabbitMQBlocked(t *testing.T) {
 	p := startProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "amqp://guest:guest@"), "/"))
 	cfg := rabbitConfig(p.url(), exchange)
 	cfg.SpoolDir = t.TempDir()
-	logs := &logRecorder{}
-	e, err := New(cfg, Options{Logger: slog.New(logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, logs := newLogged(t, cfg)
 	ids := emitN(e, "before", 0, 10)
 	c.waitAll(t, ids, 20*time.Second)
 	waitFor(t, 10*time.Second, "published", func() bool { return counter(e, "published") == 10 })
