@@ -2,6 +2,8 @@ module github.com/gatehouse/gatehouse
 
 go 1.26.0
 
+toolchain go1.27.3
+
 require (
 	github.com/lestrrat-go/jwx/v2 v2.1.7
 	github.com/prometheus/client_golang v1.25.0
