@@ -28,6 +28,24 @@ type Event struct {
 	JTI      string
 	Roles    []string
 	Duration time.Duration
+	// Detail is the failed check of a denial in words (SPEC.md 15: "unknown
+	// key id", "signature", "roles all [admin]"); never a token or a claim
+	// value. Left out of the JSON when empty.
+	Detail string
+	// GRPCStatus is the grpc-status gatehouse answered a gRPC request with
+	// (SPEC.md 9); 0 (no answer of gatehouse's own to a gRPC request) is
+	// left out of the JSON.
+	GRPCStatus int
+	// Shadow, when set, is what a `shadow: true` route would have decided
+	// (SPEC.md 13); the request itself was handled without that route.
+	Shadow *Shadow
+}
+
+// Shadow is a shadow route's would-be decision (SPEC.md 13).
+type Shadow struct {
+	Route    string
+	Decision string // "allow" | "deny"
+	Reason   string
 }
 
 // maxField bounds each string field of a queued Event, in bytes. Path, Host,
@@ -45,7 +63,7 @@ const truncMarker = "...(truncated)"
 // is not: it is the caller's slice, shared and not to be modified.
 func capFields(ev *Event) {
 	for _, f := range [...]*string{&ev.RequestID, &ev.Decision, &ev.Reason, &ev.Route, &ev.Method,
-		&ev.Path, &ev.Host, &ev.ClientIP, &ev.Subject, &ev.Issuer, &ev.JTI} {
+		&ev.Path, &ev.Host, &ev.ClientIP, &ev.Subject, &ev.Issuer, &ev.JTI, &ev.Detail} {
 		if len(*f) > maxField {
 			*f = capString(*f)
 		}
@@ -138,6 +156,23 @@ func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byt
 			b = appendString(b, r)
 		}
 		b = append(b, ']')
+	}
+	if ev.Detail != "" {
+		b = append(b, `,"detail":`...)
+		b = appendString(b, ev.Detail)
+	}
+	if ev.GRPCStatus != 0 {
+		b = append(b, `,"grpc_status":`...)
+		b = strconv.AppendInt(b, int64(ev.GRPCStatus), 10)
+	}
+	if sh := ev.Shadow; sh != nil {
+		b = append(b, `,"shadow":{"route":`...)
+		b = appendString(b, sh.Route)
+		b = append(b, `,"decision":`...)
+		b = appendString(b, sh.Decision)
+		b = append(b, `,"reason":`...)
+		b = appendString(b, sh.Reason)
+		b = append(b, '}')
 	}
 	b = append(b, `,"duration_ms":`...)
 	b = strconv.AppendFloat(b, float64(ev.Duration)/float64(time.Millisecond), 'f', -1, 64)

@@ -50,6 +50,14 @@ func TestAppendCloudEvent(t *testing.T) {
 				"subject": "123", "issuer": "https://auth.example.com", "jti": "j-1", "roles": []any{"user", "admin"}, "duration_ms": 0.21},
 		},
 		{
+			name: "detail, grpc_status and shadow",
+			ev: Event{Time: testTime, Decision: "deny", Reason: "insufficient_scope", Status: 403, Detail: "roles all [admin]",
+				GRPCStatus: 7, Shadow: &Shadow{Route: "/new/", Decision: "deny", Reason: "missing_token"}},
+			want: map[string]any{"request_id": "", "decision": "deny", "reason": "insufficient_scope", "status": 403.0, "route": "",
+				"method": "", "path": "", "host": "", "client_ip": "", "duration_ms": 0.0, "detail": "roles all [admin]",
+				"grpc_status": 7.0, "shadow": map[string]any{"route": "/new/", "decision": "deny", "reason": "missing_token"}},
+		},
+		{
 			name: "empty fields",
 			ev:   Event{Time: testTime, Decision: "allow"},
 			want: map[string]any{"request_id": "", "decision": "allow", "reason": "", "status": 0.0, "route": "", "method": "",
