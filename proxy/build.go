@@ -29,7 +29,7 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 		cfg:     cfg,
 		engine:  cfg.Policy,
 		strip:   newStripper(cfg),
-		headers: &headerTable{rules: cfg.Headers},
+		headers: newHeaderTable(cfg, d.log),
 		metrics: d.metrics,
 		log:     d.log,
 		now:     d.now,
@@ -39,6 +39,7 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 	// A rejected path never reaches matching; SPEC.md 7 allows only a
 	// location or "default" as the route label.
 	h.badPath = &routeMetrics{name: "default", m: d.metrics}
+	h.cors = newCORS(cfg, d.metrics)
 
 	byURL := map[string]*upstream{}
 	for _, rt := range cfg.Policy.Routes() {

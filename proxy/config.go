@@ -46,6 +46,7 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 
 	Policy *policy.Engine
+	CORS   CORSConfig
 	Audit  audit.Config
 
 	LogLevel slog.Level
@@ -137,7 +138,7 @@ func defaultConfig(file string) *Config {
 var topLevelKeys = []string{
 	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
-	"routes", "default", "audit", "log",
+	"routes", "default", "audit", "log", "cors",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -220,6 +221,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	// routes may be absent (SPEC.md 2 does not require it): then default
 	// decides every request, e.g. `default: { auth: required }`.
 	c.Policy = policy.Decode(d, m.Get("routes"), m.Get("default"))
+	decodeCORS(d, m.Get("cors"), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
 	c.auditNode = nodeText(m.Get("audit"))
 

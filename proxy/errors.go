@@ -51,7 +51,7 @@ var denials = map[string]denial{
 	codeTokenExpired:        {401, "the token has expired or is not yet valid", `Bearer realm="gatehouse", error="invalid_token"`},
 	codeInsufficientScope:   {403, "the token does not grant access to this resource", `Bearer realm="gatehouse", error="insufficient_scope"`},
 	codeForbidden:           {403, "no route allows this request", ""},
-	codeBadRequest:          {400, "the request path is not acceptable", ""},
+	codeBadRequest:          {400, "the request path or body is malformed", ""},
 	codeKeysUnavailable:     {503, "the keys to verify this token are not available", ""},
 	codeUpstreamUnavailable: {502, "the upstream could not be reached", ""},
 	codeUpstreamTimeout:     {504, "the upstream did not answer in time", ""},

@@ -32,6 +32,7 @@ type Handler struct {
 	ups          []*upstream  // distinct upstreams, for closing idle connections
 	metrics      *Metrics
 	badPath      *routeMetrics
+	cors         *corsPolicy // nil: preflights are ordinary requests
 
 	authAllow, authDeny prometheus.Observer
 	log                 *slog.Logger
@@ -56,7 +57,8 @@ type outcome struct {
 	code        string // reason code (SPEC.md 4, or ok/public)
 	description string // verifier's text for error_description
 	res         *jwks.Result
-	tokenSrc    int // the source the verified token came from, -1 none
+	tokenSrc    int           // the source the verified token came from, -1 none
+	label       *routeMetrics // the metrics and audit route when not route's own (cors_preflight)
 }
 
 func (o *outcome) allowed() bool { return o.code == codeOK || o.code == codePublic }
@@ -78,6 +80,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.strip.strip(r.Header)
+	if h.servePreflight(w, r, path, start, id) {
+		return
+	}
 	// A value, not a pointer: the outcome stays on the stack.
 	o := h.authorize(r, path)
 	h.finish(r, &o, start, id, path)
@@ -199,7 +204,10 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 	}
 	rm := h.badPath
 	routeName := "default"
-	if o.route != nil {
+	switch {
+	case o.label != nil:
+		rm, routeName = o.label, o.label.name
+	case o.route != nil:
 		rm = h.routes[o.route.Index].metrics
 		routeName = o.route.Name
 	}
@@ -244,11 +252,13 @@ func statusOf(code string) int {
 // forward sends an allowed request upstream with the canonical path, the
 // claim headers, and the token only when it was verified here.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, path string) {
+	// Every configured source goes unless it holds the token verified here
+	// and forward_token is on: auth: none too (SPEC.md 5).
+	keep := -1
 	if o.res != nil && h.cfg.ForwardToken {
-		removeTokens(r, h.cfg.Token.Sources, o.tokenSrc)
-	} else if o.route.Auth != policy.AuthNone {
-		removeTokens(r, h.cfg.Token.Sources, -1)
+		keep = o.tokenSrc
 	}
+	removeTokens(r, h.cfg.Token.Sources, keep)
 	if o.res != nil {
 		h.headers.inject(r.Header, o.res)
 	}
@@ -270,13 +280,21 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 	}
 	rs := &h.routes[o.route.Index]
 	sw := statusWriter{ResponseWriter: w}
+	watchClientBody(r)
 	began := h.now()
 	rs.up.rp.ServeHTTP(&sw, r)
 	status := sw.status
+	if sw.failed && clientBodyError(r) != nil {
+		return // the client's error (400): not an upstream outcome
+	}
 	if sw.failed {
 		status = 0 // code="error", not the 502/504 gatehouse answered
 	}
-	rs.metrics.observeUpstream(status, h.now().Sub(began).Seconds())
+	rm := rs.metrics
+	if o.label != nil {
+		rm = o.label
+	}
+	rm.observeUpstream(status, h.now().Sub(began).Seconds())
 }
 
 // setPath makes the forwarded path the canonical one.

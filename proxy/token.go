@@ -105,9 +105,8 @@ func findCookie(headers []string, name string) (string, int) {
 		for h != "" {
 			var part string
 			part, h, _ = strings.Cut(h, ";")
-			part = textproto.TrimString(part)
-			k, v, _ := strings.Cut(part, "=")
-			if k == name {
+			if cookieName(part) == name {
+				_, v, _ := strings.Cut(part, "=")
 				n++
 				val = strings.Trim(textproto.TrimString(v), `"`)
 			}
@@ -124,17 +123,15 @@ func findQuery(raw, name string) (string, int, bool) {
 	for raw != "" {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
-		k, v, _ := strings.Cut(part, "=")
-		if k != name {
-			if strings.ContainsAny(k, "%+") {
-				if dk, err := url.QueryUnescape(k); err == nil && dk == name {
-					n++ // an encoded spelling of the name counts as the same parameter
-					ok = false
-				}
-			}
+		if queryName(part) != name {
 			continue
 		}
 		n++
+		k, v, _ := strings.Cut(part, "=")
+		if k != name {
+			ok = false // an encoded spelling of the name: counted, never used
+			continue
+		}
 		if strings.ContainsAny(v, "%+") {
 			dv, err := url.QueryUnescape(v)
 			if err != nil {
@@ -190,6 +187,11 @@ func removeBearer(h http.Header) {
 	}
 }
 
+// removeCookie drops every pair named name from each Cookie header and keeps
+// the rest of that header byte for byte; other Cookie headers (HTTP/2 sends
+// one per cookie, RFC 9113 8.2.3) are not touched. A pair is named name by
+// the same reading findCookie uses, so what counts as the token cookie and
+// what is removed cannot differ.
 func removeCookie(h http.Header, name string) {
 	headers, ok := h["Cookie"]
 	if !ok {
@@ -198,47 +200,77 @@ func removeCookie(h http.Header, name string) {
 	if _, n := findCookie(headers, name); n == 0 {
 		return
 	}
-	var kept []string
+	kept := make([]string, 0, len(headers))
 	for _, hv := range headers {
-		for hv != "" {
+		if _, n := findCookie([]string{hv}, name); n == 0 {
+			kept = append(kept, hv)
+			continue
+		}
+		var b strings.Builder
+		for more := true; more; {
 			var part string
-			part, hv, _ = strings.Cut(hv, ";")
-			part = textproto.TrimString(part)
-			if k, _, _ := strings.Cut(part, "="); k != name && part != "" {
-				kept = append(kept, part)
+			part, hv, more = strings.Cut(hv, ";")
+			if cookieName(part) == name {
+				continue
 			}
+			if b.Len() > 0 {
+				b.WriteByte(';')
+			} else {
+				// The pair before was removed: no leading "; " left behind.
+				part = strings.TrimLeft(part, " \t")
+			}
+			b.WriteString(part)
+		}
+		if v := b.String(); textproto.TrimString(v) != "" {
+			kept = append(kept, v)
 		}
 	}
 	if len(kept) == 0 {
 		delete(h, "Cookie")
 		return
 	}
-	h["Cookie"] = []string{strings.Join(kept, "; ")}
+	h["Cookie"] = kept
 }
 
-// removeQuery drops parameter name (in any encoded spelling) and keeps every
-// other byte of the query as received.
+// cookieName is the name of one `;`-separated part of a Cookie header, as
+// findCookie reads it.
+func cookieName(part string) string {
+	k, _, _ := strings.Cut(textproto.TrimString(part), "=")
+	return k
+}
+
+// removeQuery drops parameter name (in any encoded spelling findQuery
+// counts) and keeps every other byte of the query as received, empty
+// parameters and separators included.
 func removeQuery(raw, name string) string {
 	if _, n, _ := findQuery(raw, name); n == 0 {
 		return raw
 	}
 	var b strings.Builder
-	for raw != "" {
+	kept := 0
+	for more := true; more; {
 		var part string
-		part, raw, _ = strings.Cut(raw, "&")
-		k, _, _ := strings.Cut(part, "=")
-		if k == name {
+		part, raw, more = strings.Cut(raw, "&")
+		if queryName(part) == name {
 			continue
 		}
-		if strings.ContainsAny(k, "%+") {
-			if dk, err := url.QueryUnescape(k); err == nil && dk == name {
-				continue
-			}
-		}
-		if b.Len() > 0 {
+		if kept > 0 {
 			b.WriteByte('&')
 		}
+		kept++
 		b.WriteString(part)
 	}
 	return b.String()
+}
+
+// queryName is the decoded name of one `&`-separated query parameter as
+// findQuery reads it; a name that does not decode is returned raw.
+func queryName(part string) string {
+	k, _, _ := strings.Cut(part, "=")
+	if strings.ContainsAny(k, "%+") {
+		if dk, err := url.QueryUnescape(k); err == nil {
+			return dk
+		}
+	}
+	return k
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"testing"
 )
 
@@ -117,19 +118,83 @@ func TestRemoveTokens(t *testing.T) {
 		{Kind: SourceBearer, Name: "Authorization"},
 		{Kind: SourceCookie, Name: "session"},
 		{Kind: SourceQuery, Name: "access_token"},
+		{Kind: SourceHeader, Name: "X-Token"},
 	}
-	r := &http.Request{
-		Header: http.Header{"Authorization": {"Bearer t"}, "Cookie": {"a=1; session=t", "b=2"}},
-		URL:    &url.URL{RawQuery: "x=%2f&access_token=t&access%5ftoken=u&y=1+2"},
+	tests := []struct {
+		name        string
+		header      http.Header
+		query       string
+		wantHeader  http.Header
+		wantQuery   string
+		keep        int
+		wantKeptSrc bool
+	}{
+		{"every source", http.Header{"Authorization": {"Bearer t"}, "Cookie": {"a=1; session=t", "b=2"}, "X-Token": {"t"}},
+			"x=%2f&access_token=t&access%5ftoken=u&y=1+2", http.Header{"Cookie": {"a=1", "b=2"}}, "x=%2f&y=1+2", -1, false},
+		{"cookie in the middle, bytes kept", http.Header{"Cookie": {"a=1;  b=\"q\" ; session=t; c=3;"}},
+			"", http.Header{"Cookie": {"a=1;  b=\"q\" ; c=3;"}}, "", -1, false},
+		{"cookie first", http.Header{"Cookie": {"session=t; a=1"}}, "", http.Header{"Cookie": {"a=1"}}, "", -1, false},
+		{"cookie alone", http.Header{"Cookie": {"session=t"}}, "", http.Header{}, "", -1, false},
+		{"HTTP/2 style cookie headers", http.Header{"Cookie": {"a=1", "session=t", "b=2"}}, "",
+			http.Header{"Cookie": {"a=1", "b=2"}}, "", -1, false},
+		{"similar cookie names stay", http.Header{"Cookie": {"xsession=1; session2=2; session=t"}}, "",
+			http.Header{"Cookie": {"xsession=1; session2=2"}}, "", -1, false},
+		{"query first, empty parts kept", nil, "access_token=t&&a=1&", nil, "&a=1&", -1, false},
+		{"query last", nil, "a=1&b=%zz&access_token=t", nil, "a=1&b=%zz", -1, false},
+		{"query only", nil, "access_token=t", nil, "", -1, false},
+		{"query repeated and encoded", nil, "access_token=t&x=1&acc%65ss_token=u&access_token", nil, "x=1", -1, false},
+		{"similar query names stay", nil, "access_token2=1&xaccess_token=2&access_token=t", nil, "access_token2=1&xaccess_token=2", -1, false},
+		{"basic auth stays", http.Header{"Authorization": {"Basic dTpw"}}, "", http.Header{"Authorization": {"Basic dTpw"}}, "", -1, false},
+		{"kept source", http.Header{"Authorization": {"Bearer t"}, "Cookie": {"session=t"}}, "access_token=t",
+			http.Header{"Authorization": {"Bearer t"}}, "", 0, true},
 	}
-	removeTokens(r, sources, -1)
-	if r.Header.Get("Authorization") != "" || r.Header.Get("Cookie") != "a=1; b=2" || r.URL.RawQuery != "x=%2f&y=1+2" {
-		t.Errorf("after removeTokens: %v %q", r.Header, r.URL.RawQuery)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.header
+			if h == nil {
+				h = http.Header{}
+			}
+			want := tt.wantHeader
+			if want == nil {
+				want = http.Header{}
+			}
+			r := &http.Request{Header: h, URL: &url.URL{RawQuery: tt.query}}
+			removeTokens(r, sources, tt.keep)
+			if !reflect.DeepEqual(r.Header, want) || r.URL.RawQuery != tt.wantQuery {
+				t.Errorf("removeTokens: header %q query %q; want %q %q", r.Header, r.URL.RawQuery, want, tt.wantQuery)
+			}
+			// What the reader finds and what the remover removes must agree.
+			if _, _, st, _ := extractToken(r, sources); st != tokenAbsent && !tt.wantKeptSrc {
+				t.Errorf("a token source is still readable after removeTokens: %q %q", r.Header, r.URL.RawQuery)
+			}
+		})
 	}
-	r = &http.Request{Header: http.Header{"Authorization": {"Bearer t"}}, URL: &url.URL{}}
-	removeTokens(r, sources, 0)
-	if r.Header.Get("Authorization") != "Bearer t" {
-		t.Errorf("the kept source was removed")
+}
+
+func TestRenderClaimSeparators(t *testing.T) {
+	tests := []struct {
+		name string
+		in   any
+		seps string
+		want string
+		why  renderFail
+	}{
+		{"plain array", []any{"user", "admin"}, ", ", "user,admin", renderOK},
+		{"comma in element", []any{"user,admin"}, ",", "", renderSeparator},
+		{"comma in element of a roles claim", []any{"user", "a,b"}, ", ", "", renderSeparator},
+		{"space in element of a roles claim", []any{"user admin"}, ", ", "", renderSeparator},
+		{"space in element of another claim", []any{"New York", "Paris"}, ",", "New York,Paris", renderOK},
+		{"nested array holds a comma", []any{[]any{"a", "b"}}, ",", "", renderSeparator},
+		{"string with comma is not an array", "user,admin", ", ", "user,admin", renderOK},
+		{"control wins over separator", []any{"a,b\n"}, ",", "", renderUnusable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, why := renderClaim(tt.in, tt.seps)
+			if got != tt.want || why != tt.why {
+				t.Errorf("renderClaim(%#v, %q) = %q, %d; want %q, %d", tt.in, tt.seps, got, why, tt.want, tt.why)
+			}
+		})
 	}
 }
 

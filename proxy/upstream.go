@@ -126,7 +126,8 @@ func (h *Handler) newUpstream(raw string) (*upstream, error) {
 }
 
 // upstreamError answers a failed forward: 504 when timeouts.upstream ran out,
-// 413 when the body passed limits.max_body_bytes, else 502.
+// 413 when the body passed limits.max_body_bytes, 400 when the client's body
+// was badly framed, else 502.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.failed = true
@@ -138,6 +139,13 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	switch {
 	case errors.As(err, &mbe):
 		code = codePayloadTooLarge
+	case clientBodyError(r) != nil:
+		// Before the cancel case: a client that half-closes after a short
+		// body also cancels the request's context, and still reads a 400.
+		h.log.Info("client request body malformed", "request_id", id, "error", clientBodyError(r).Error())
+		w.Header()["Connection"] = []string{"close"}
+		writeError(w, codeBadRequest, id, "")
+		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads an answer.
 		h.log.Debug("client canceled", "request_id", id)
