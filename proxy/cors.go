@@ -130,9 +130,7 @@ func decodeCORS(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
 			}
 		}
 	}
-	if an := m.Get("max_age"); d.Duration(an, &cc.MaxAge) && cc.MaxAge < 0 {
-		d.Errorf(an, "cors.max_age must not be negative")
-	}
+	d.Duration(m.Get("max_age"), &cc.MaxAge) // yamlpos refuses a negative one
 }
 
 // checkOrigin says why o can never equal an Origin header a browser sends
