@@ -1062,8 +1062,8 @@ func smugglingCases() []attackCase {
 		{id: "SMUG-09", category: "smuggling", name: "Transfer-Encoding:\\tchunked (tab) is plain chunked",
 			raw: raw("POST /public/x HTTP/1.1\nHost: x\nTransfer-Encoding:\tchunked\nConnection: close\n\n5\nhello\n0\n\n"), status: 200, reach: true, check: framedOnce("hello")},
 		{id: "SMUG-10", category: "smuggling", name: "invalid chunk size",
-			raw: raw("POST /public/x HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\nConnection: close\n\nzz\nhello\n0\n\n"), status: 502, code: "upstream_unavailable", maybe: true,
-			note: "Go's ReverseProxy reports the client's broken body as 502", check: framedOnce("")},
+			raw: raw("POST /public/x HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\nConnection: close\n\nzz\nhello\n0\n\n"), status: 400, code: "bad_request", maybe: true,
+			note: "the client's broken body is the client's error (SPEC.md 4), not 502", check: framedOnce("")},
 		{id: "SMUG-11", category: "smuggling", name: "pipelined second request is decided on its own",
 			raw: raw("GET /public/x HTTP/1.1\nHost: x\n\n" + smuggled), status: 200, reach: true,
 			check: func(t *testing.T, s *secWorld, up []recorded, answer string) {
