@@ -230,15 +230,15 @@ func newCORS(cfg *Config, m *Metrics) *corsPolicy {
 // and no body: a browser never sends one with a body, and a request that
 // carries data to the app without a token is not a preflight but an
 // ordinary request. Ambiguous (repeated) headers make it ordinary too.
+// ContentLength, not Body == http.NoBody: the HTTP/2 server gives a
+// request without body a body of its own type, with ContentLength 0; a
+// chunked or unannounced body is -1.
 func isPreflight(r *http.Request) bool {
-	if r.Method != http.MethodOptions {
+	if r.Method != http.MethodOptions || r.ContentLength != 0 {
 		return false
 	}
 	o, m := r.Header["Origin"], r.Header["Access-Control-Request-Method"]
-	if len(o) != 1 || len(m) != 1 || o[0] == "" || m[0] == "" {
-		return false
-	}
-	return r.Body == nil || r.Body == http.NoBody
+	return len(o) == 1 && len(m) == 1 && o[0] != "" && m[0] != ""
 }
 
 // servePreflight handles a CORS preflight under cors.preflight pass or

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -247,5 +249,36 @@ func TestRawPath(t *testing.T) {
 		if got := rawPath(&http.Request{RequestURI: tt.uri}); got != tt.want {
 			t.Errorf("rawPath(%q) = %q, want %q", tt.uri, got, tt.want)
 		}
+	}
+}
+
+func TestIsPreflight(t *testing.T) {
+	pre := http.Header{"Origin": {"https://a.example"}, "Access-Control-Request-Method": {"PUT"}}
+	emptyBody := io.NopCloser(strings.NewReader("")) // as the HTTP/2 server gives a request without body
+	tests := []struct {
+		name   string
+		method string
+		header http.Header
+		length int64
+		body   io.ReadCloser
+		want   bool
+	}{
+		{"HTTP/1.1 preflight", "OPTIONS", pre, 0, http.NoBody, true},
+		{"HTTP/2 preflight", "OPTIONS", pre, 0, emptyBody, true},
+		{"announced body", "OPTIONS", pre, 4, emptyBody, false},
+		{"chunked body", "OPTIONS", pre, -1, emptyBody, false},
+		{"not OPTIONS", "GET", pre, 0, http.NoBody, false},
+		{"no Origin", "OPTIONS", http.Header{"Access-Control-Request-Method": {"PUT"}}, 0, http.NoBody, false},
+		{"no method", "OPTIONS", http.Header{"Origin": {"https://a.example"}}, 0, http.NoBody, false},
+		{"empty method", "OPTIONS", http.Header{"Origin": {"https://a.example"}, "Access-Control-Request-Method": {""}}, 0, http.NoBody, false},
+		{"two origins", "OPTIONS", http.Header{"Origin": {"https://a.example", "https://b.example"}, "Access-Control-Request-Method": {"PUT"}}, 0, http.NoBody, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &http.Request{Method: tt.method, Header: tt.header, ContentLength: tt.length, Body: tt.body}
+			if got := isPreflight(r); got != tt.want {
+				t.Errorf("isPreflight(%s %v, length %d) = %v, want %v", tt.method, tt.header, tt.length, got, tt.want)
+			}
+		})
 	}
 }
