@@ -950,6 +950,19 @@ func headerCases() []attackCase {
 					t.Errorf("upstream got %q", up[0].RequestURI)
 				}
 			}},
+		{id: "HDR-31", category: "header", name: "token cookie and query token on an auth: none route", status: 200, reach: true,
+			note: "removed: every token source goes on auth: none (SPEC.md 5); the other cookies and parameters pass byte for byte",
+			raw: func(s *secWorld) string {
+				return "GET /login?a=1&access_token=" + s.user + "&b=%2F HTTP/1.1\r\nHost: x\r\nCookie: a=1; session=" + s.user + "; b=2\r\nConnection: close\r\n\r\n"
+			},
+			check: func(t *testing.T, s *secWorld, up []recorded, _ string) {
+				if len(up) == 1 && (up[0].RequestURI != "/login?a=1&b=%2F" || up[0].Header.Get("Cookie") != "a=1; b=2") {
+					t.Errorf("upstream got %q with Cookie %q", up[0].RequestURI, up[0].Header.Get("Cookie"))
+				}
+			}},
+		{id: "HDR-32", category: "header", name: "CORS preflight to a protected route, cors not configured", method: "OPTIONS", target: "/admin/x",
+			header: []string{"Origin: https://evil.example", "Access-Control-Request-Method: GET"}, status: 401, code: "missing_token",
+			note: "cors.preflight defaults to deny: a preflight is an ordinary request (SPEC.md 15)"},
 	}
 }
 
