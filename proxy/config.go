@@ -131,6 +131,7 @@ func defaultConfig(file string) *Config {
 			CacheSize: 10000,
 		},
 		StripHeaders: []string{"X-Auth-"},
+		CORS:         CORSConfig{MaxAge: defaultCORSMaxAge},
 		LogLevel:     slog.LevelInfo,
 	}
 }

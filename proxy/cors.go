@@ -54,8 +54,11 @@ const corsPreflightRoute = "cors_preflight"
 // browser preflights for).
 var standardMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
 
+// defaultCORSMaxAge is cors.max_age when not given. Browsers cap it lower
+// (Chromium at 2h, Firefox at 24h), never higher.
+const defaultCORSMaxAge = 10 * time.Minute
+
 func decodeCORS(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
-	c.CORS.MaxAge = 10 * time.Minute
 	if yamlpos.IsNull(n) {
 		return
 	}
