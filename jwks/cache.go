@@ -28,7 +28,7 @@ type cacheShard struct {
 
 type cacheEntry struct {
 	res   *Result
-	iss   *issuerRT
+	iss   *source // the issuer's key cache: a hit must be one of the verifier's
 	key   *key
 	until int64 // unix ns of exp + leeway: never served after this
 }

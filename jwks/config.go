@@ -2,8 +2,8 @@ package jwks
 
 import (
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gatehouse/gatehouse/internal/tlsca"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 )
 
@@ -25,6 +26,7 @@ const (
 	DefaultLeeway             = 30 * time.Second
 	DefaultRolesClaim         = "roles"
 	DefaultScopesClaim        = "scope"
+	DefaultSubjectClaim       = "sub"
 )
 
 var (
@@ -41,7 +43,7 @@ var issuerKeys = []string{
 	"jwks_url", "discovery_url", "jwks_file", "public_key_file", "public_key_url",
 	"hmac_secret_env", "hmac_secret_file",
 	"algorithms", "refresh_interval", "min_refresh_interval", "max_stale",
-	"max_lifetime", "leeway", "required_claims", "roles_claim", "scopes_claim",
+	"max_lifetime", "leeway", "required_claims", "roles_claim", "scopes_claim", "subject_claim",
 }
 
 var sourceKeys = []string{"jwks_url", "discovery_url", "jwks_file", "public_key_file",
@@ -76,11 +78,29 @@ type Issuer struct {
 	RequiredClaims     []string      // claim paths that must be present; default [sub]
 	RolesClaim         string        // default "roles"
 	ScopesClaim        string        // default "scope"
+	SubjectClaim       string        // claim path of Result.Subject (the audit subject); default "sub"
 
-	static []*key         // keys of jwks_file, public_key_file, hmac secret
-	roots  *x509.CertPool // from CAFile
-	caSum  [sha256.Size]byte
+	static []*key            // keys of jwks_file, public_key_file, hmac secret
+	ca     *tlsca.Bundle     // from CAFile; nil = system roots
 	fp     [sha256.Size]byte // fingerprint of everything above except Pos
+
+	requiredErrs []*Error // per RequiredClaims entry, made by compile
+}
+
+// compile prepares what verification reads often, once per key cache.
+func (is *Issuer) compile() {
+	is.requiredErrs = make([]*Error, len(is.RequiredClaims))
+	for i, c := range is.RequiredClaims {
+		is.requiredErrs[i] = requiredClaimError(c)
+	}
+}
+
+// requiredErr is the refusal for the missing RequiredClaims[i].
+func (is *Issuer) requiredErr(i int) *Error {
+	if i < len(is.requiredErrs) {
+		return is.requiredErrs[i]
+	}
+	return requiredClaimError(is.RequiredClaims[i])
 }
 
 // remote reports whether the issuer's keys come over the network.
@@ -104,6 +124,7 @@ func (is *Issuer) defaults() {
 	is.RequiredClaims = []string{"sub"}
 	is.RolesClaim = DefaultRolesClaim
 	is.ScopesClaim = DefaultScopesClaim
+	is.SubjectClaim = DefaultSubjectClaim
 }
 
 // DecodeIssuers decodes and validates the `issuers` list. It reads the local
@@ -162,23 +183,47 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 		return is, false
 	}
 	m := d.Map(n, issuerKeys...)
+	is.decodeName(d, m)
+	is.decodeAudiences(d, m)
+	is.decodeTypes(d, m)
+	srcs := is.decodeSources(d, m)
+	is.decodeAlgorithms(d, m, srcs)
+	is.decodeDurations(d, m)
+	is.decodeClaims(d, m)
+	// Local key material, only when the entry is otherwise sound enough to know what to read.
+	if len(srcs) == 1 {
+		is.loadLocal(d, m)
+	}
+	is.loadCA(d, m)
 
+	ok := nerr() == start
+	if ok {
+		is.fp = is.fingerprint()
+	}
+	return is, ok
+}
+
+func (is *Issuer) decodeName(d *yamlpos.Decoder, m yamlpos.Map) {
 	if v := m.Get("issuer"); v != nil {
 		if d.String(v, &is.Name) && is.Name == "" {
 			d.Errorf(v, "issuer must not be empty (leave the key out for tokens without iss)")
 		}
 	}
+}
 
-	// audiences: a list, or the scalar `any`.
-	if v := m.Get("audiences"); yamlpos.IsNull(v) {
+// decodeAudiences reads a list, or the scalar `any`.
+func (is *Issuer) decodeAudiences(d *yamlpos.Decoder, m yamlpos.Map) {
+	v := m.Get("audiences")
+	switch {
+	case yamlpos.IsNull(v):
 		d.Errorf(m.Node, "missing required key %q (use `audiences: any` to turn the audience check off)", "audiences")
-	} else if v.Kind == yaml.ScalarNode {
+	case v.Kind == yaml.ScalarNode:
 		if v.Value == "any" {
 			is.AnyAudience = true
 		} else {
 			d.Errorf(v, "audiences must be a list or the word any, got %q", v.Value)
 		}
-	} else if d.Strings(v, &is.Audiences) {
+	case d.Strings(v, &is.Audiences):
 		if len(is.Audiences) == 0 {
 			d.Errorf(v, "audiences must not be empty (use `audiences: any` to turn the audience check off)")
 		}
@@ -188,7 +233,9 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 			}
 		}
 	}
+}
 
+func (is *Issuer) decodeTypes(d *yamlpos.Decoder, m yamlpos.Map) {
 	if v := m.Get("types"); v != nil && d.Strings(v, &is.Types) {
 		for i, t := range is.Types {
 			if t == "" {
@@ -196,8 +243,11 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 			}
 		}
 	}
+}
 
-	// Exactly one key source.
+// decodeSources reads the key source (exactly one) and ca_file, and returns
+// the source keys present in the entry.
+func (is *Issuer) decodeSources(d *yamlpos.Decoder, m yamlpos.Map) []string {
 	var srcs []string
 	for _, k := range sourceKeys {
 		if m.Has(k) {
@@ -243,38 +293,45 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 	if is.CAFile != "" && !is.remote() && len(srcs) == 1 {
 		d.Errorf(m.KeyNode("ca_file"), "ca_file applies only to jwks_url, discovery_url and public_key_url")
 	}
+	return srcs
+}
+
+// decodeAlgorithms reads algorithms, or picks the default for the key source.
+func (is *Issuer) decodeAlgorithms(d *yamlpos.Decoder, m yamlpos.Map, srcs []string) {
 	hmacSrc := is.HMACSecretEnv != "" || is.HMACSecretFile != ""
-
-	// Algorithms.
 	algsNode := m.Get("algorithms")
-	if algsNode != nil {
-		var algs []string
-		if d.Strings(algsNode, &algs) {
-			if len(algs) == 0 {
-				d.Errorf(algsNode, "algorithms must not be empty")
-			}
-			for i, a := range algs {
-				el := algsNode.Content[i]
-				switch {
-				case !slices.Contains(knownAlgs, a):
-					d.Errorf(el, "unsupported algorithm %q (supported: %s; none is never accepted)", a, strings.Join(knownAlgs, " "))
-				case hmacSrc && !strings.HasPrefix(a, "HS"):
-					d.Errorf(el, "algorithm %s needs a public key, but this issuer has an HMAC secret", a)
-				case !hmacSrc && len(srcs) == 1 && strings.HasPrefix(a, "HS"):
-					d.Errorf(el, "algorithm %s needs an HMAC secret (hmac_secret_env or hmac_secret_file), not %s", a, srcs[0])
-				case slices.Contains(algs[:i], a):
-					d.Errorf(el, "algorithm %s listed twice", a)
-				}
-			}
-			is.Algorithms = algs
+	if algsNode == nil {
+		if hmacSrc {
+			is.Algorithms = slices.Clone(defaultHMACAlgs)
+		} else {
+			is.Algorithms = slices.Clone(defaultPublicAlgs)
 		}
-	} else if hmacSrc {
-		is.Algorithms = slices.Clone(defaultHMACAlgs)
-	} else {
-		is.Algorithms = slices.Clone(defaultPublicAlgs)
+		return
 	}
+	var algs []string
+	if !d.Strings(algsNode, &algs) {
+		return
+	}
+	if len(algs) == 0 {
+		d.Errorf(algsNode, "algorithms must not be empty")
+	}
+	for i, a := range algs {
+		el := algsNode.Content[i]
+		switch {
+		case !slices.Contains(knownAlgs, a):
+			d.Errorf(el, "unsupported algorithm %q (supported: %s; none is never accepted)", a, strings.Join(knownAlgs, " "))
+		case hmacSrc && !strings.HasPrefix(a, "HS"):
+			d.Errorf(el, "algorithm %s needs a public key, but this issuer has an HMAC secret", a)
+		case !hmacSrc && len(srcs) == 1 && strings.HasPrefix(a, "HS"):
+			d.Errorf(el, "algorithm %s needs an HMAC secret (hmac_secret_env or hmac_secret_file), not %s", a, srcs[0])
+		case slices.Contains(algs[:i], a):
+			d.Errorf(el, "algorithm %s listed twice", a)
+		}
+	}
+	is.Algorithms = algs
+}
 
-	// Durations.
+func (is *Issuer) decodeDurations(d *yamlpos.Decoder, m yamlpos.Map) {
 	for _, kv := range []struct {
 		k   string
 		dst *time.Duration
@@ -289,7 +346,11 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 		d.Errorf(firstNode(m.Get("min_refresh_interval"), m.Get("refresh_interval"), m.Node),
 			"min_refresh_interval (%s) must not exceed refresh_interval (%s)", is.MinRefreshInterval, is.RefreshInterval)
 	}
+}
 
+// decodeClaims reads required_claims and the claim paths roles, scopes and
+// the subject come from.
+func (is *Issuer) decodeClaims(d *yamlpos.Decoder, m yamlpos.Map) {
 	if v := m.Get("required_claims"); v != nil && d.Strings(v, &is.RequiredClaims) {
 		for i, c := range is.RequiredClaims {
 			if c == "" {
@@ -300,36 +361,29 @@ func decodeIssuer(d *yamlpos.Decoder, n *yaml.Node) (Issuer, bool) {
 	for _, kv := range []struct {
 		k   string
 		dst *string
-	}{{"roles_claim", &is.RolesClaim}, {"scopes_claim", &is.ScopesClaim}} {
+	}{{"roles_claim", &is.RolesClaim}, {"scopes_claim", &is.ScopesClaim}, {"subject_claim", &is.SubjectClaim}} {
 		v := m.Get(kv.k)
-		// ca_file: "" is SPEC.md 2's own example and means the system roots.
-		if d.String(v, kv.dst) && *kv.dst == "" && kv.k != "ca_file" {
+		if d.String(v, kv.dst) && *kv.dst == "" {
 			d.Errorf(v, "%s must not be empty", kv.k)
 		}
 	}
+}
 
-	// Local key material, only when the entry is otherwise sound enough to know what to read.
-	if len(srcs) == 1 {
-		is.loadLocal(d, m)
+// loadCA reads ca_file (the one loader, internal/tlsca, that
+// upstream_ca_file uses too).
+func (is *Issuer) loadCA(d *yamlpos.Decoder, m yamlpos.Map) {
+	if is.CAFile == "" {
+		return
 	}
-	if is.CAFile != "" {
-		if pemBytes, err := os.ReadFile(is.CAFile); err != nil {
-			d.Errorf(m.Get("ca_file"), "read ca_file: %v", unwrapPath(err))
-		} else {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pemBytes) {
-				d.Errorf(m.Get("ca_file"), "ca_file %s holds no PEM certificate", is.CAFile)
-			}
-			is.roots = pool
-			is.caSum = sha256.Sum256(pemBytes)
-		}
+	b, err := tlsca.Load(is.CAFile)
+	switch {
+	case errors.Is(err, tlsca.ErrNoCertificate):
+		d.Errorf(m.Get("ca_file"), "ca_file %v", err)
+	case err != nil:
+		d.Errorf(m.Get("ca_file"), "read ca_file: %v", unwrapPath(err))
+	default:
+		is.ca = b
 	}
-
-	ok := nerr() == start
-	if ok {
-		is.fp = is.fingerprint()
-	}
-	return is, ok
 }
 
 func (is *Issuer) loadLocal(d *yamlpos.Decoder, m yamlpos.Map) {
@@ -421,11 +475,13 @@ func (is *Issuer) fingerprint() [sha256.Size]byte {
 		is.JWKSURL, is.DiscoveryURL, is.JWKSFile, is.PublicKeyFile, is.PublicKeyURL, is.HMACSecretEnv, is.HMACSecretFile,
 		strings.Join(is.Algorithms, "\x00"), is.RefreshInterval.String(), is.MinRefreshInterval.String(),
 		is.MaxStale.String(), is.MaxLifetime.String(), is.Leeway.String(), strings.Join(is.RequiredClaims, "\x00"),
-		is.RolesClaim, is.ScopesClaim)
+		is.RolesClaim, is.ScopesClaim, is.SubjectClaim)
 	for _, k := range is.static {
 		w(k.id())
 	}
-	w(string(is.caSum[:]))
+	if is.ca != nil {
+		w(string(is.ca.Sum[:]))
+	}
 	var out [sha256.Size]byte
 	h.Sum(out[:0])
 	return out

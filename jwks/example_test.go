@@ -28,7 +28,7 @@ issuers:
 		fmt.Println(err)
 		return
 	}
-	v, err := jwks.New(context.Background(), jwks.Options{Issuers: issuers}, nil)
+	v, err := jwks.New(context.Background(), jwks.Options{Issuers: issuers})
 	if err != nil {
 		fmt.Println(err)
 		return

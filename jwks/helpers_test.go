@@ -59,11 +59,11 @@ func newEnv(t testing.TB, src string, mod ...func(*Options)) *env {
 	t.Helper()
 	e := &env{clk: newClock(), reg: prometheus.NewRegistry()}
 	e.iss = issuers(t, src)
-	e.opts = Options{Issuers: e.iss, Metrics: NewMetrics(e.reg), Now: e.clk.now, FetchTimeout: 2 * time.Second}
+	e.opts = Options{Issuers: e.iss, Metrics: NewMetrics(e.reg), Pool: NewPool(), Now: e.clk.now, FetchTimeout: 2 * time.Second}
 	for _, m := range mod {
 		m(&e.opts)
 	}
-	v, err := New(context.Background(), e.opts, nil)
+	v, err := New(context.Background(), e.opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -90,7 +90,17 @@ func (e *env) verify(tok string) (*Result, *Error) {
 	return res, nil
 }
 
-func (e *env) src(i int) *source { return e.v.issuers[i].src }
+func (e *env) src(i int) *source { return e.v.issuers[i] }
+
+// sameError reports whether got is the refusal want: the same reason,
+// message and detail (refusals with a claim path are made per issuer, so
+// they are compared by value).
+func sameError(got, want *Error) bool {
+	if got == nil || want == nil {
+		return got == want
+	}
+	return *got == *want
+}
 
 const issA = "https://a.example.com"
 

@@ -3,6 +3,7 @@ package jwks
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -73,32 +74,6 @@ func (o object) get(name string) ([]byte, bool) {
 	return nil, false
 }
 
-// lookup finds a claim path as Result.Claim does: an exact top-level name
-// wins (https://example.com/roles), else dots descend through nested
-// objects (realm_access.roles).
-func (o object) lookup(path string) ([]byte, bool) {
-	if raw, ok := o.get(path); ok {
-		return raw, true
-	}
-	var buf [16]member
-	cur, rest := o, path
-	for {
-		name, tail, more := strings.Cut(rest, ".")
-		raw, ok := cur.get(name)
-		if !ok {
-			return nil, false
-		}
-		if !more {
-			return raw, true
-		}
-		next, isObj, _ := parseObject(raw, buf[:0])
-		if !isObj {
-			return nil, false
-		}
-		cur, rest = next, tail
-	}
-}
-
 // rawString decodes a JSON string value; ok is false for any other value.
 // The input passed utf8.Valid, so the unescaped fast path returns what
 // encoding/json would.
@@ -143,7 +118,7 @@ func rawStringIn(raw []byte, list []string) bool {
 		return false
 	}
 	s, ok := rawString(raw)
-	return ok && containsString(list, s)
+	return ok && slices.Contains(list, s)
 }
 
 // rawNumber decodes a JSON number value as encoding/json does into any

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -133,10 +134,10 @@ func checkObjectAgainstJSON(t *testing.T, data []byte, paths []string) {
 			wantAud := false
 			switch a := want.(type) {
 			case string:
-				wantAud = containsString(allowed, a)
+				wantAud = slices.Contains(allowed, a)
 			case []any:
 				for _, e := range a {
-					if s, ok := e.(string); ok && containsString(allowed, s) {
+					if s, ok := e.(string); ok && slices.Contains(allowed, s) {
 						wantAud = true
 					}
 				}
@@ -148,7 +149,7 @@ func checkObjectAgainstJSON(t *testing.T, data []byte, paths []string) {
 		paths = append(paths, string(mem.name))
 	}
 	for _, p := range paths {
-		want, wok := lookupClaim(m, p)
+		want, wok := (&Result{claims: m}).Claim(p)
 		raw, ok := o.lookup(p)
 		if ok != wok {
 			t.Fatalf("%s: lookup(%q) found %v, encoding/json %v", data, p, ok, wok)

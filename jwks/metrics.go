@@ -1,7 +1,6 @@
 package jwks
 
 import (
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,10 +77,7 @@ func (m *Metrics) published(issuer string, ks *keySet) {
 	m.keys.WithLabelValues(issuer).Set(float64(len(ks.keys)))
 	m.keyInfo.DeletePartialMatch(prometheus.Labels{"issuer": issuer})
 	for _, k := range ks.keys {
-		kid := k.kid
-		if len(kid) > 64 {
-			kid = strings.ToValidUTF8(kid[:64], "")
-		}
+		kid := logKid(k.kid)
 		alg := k.alg
 		if alg == "" {
 			alg = string(k.kind)

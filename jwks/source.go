@@ -3,6 +3,7 @@ package jwks
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +39,7 @@ type source struct {
 	log     *slog.Logger
 	now     func() time.Time
 	timeout time.Duration // per fetch
+	timer   func(time.Duration) (<-chan time.Time, func() bool)
 
 	set         atomic.Pointer[keySet]
 	lastSuccess atomic.Int64 // unix nanoseconds of the last good fetch (or 304); 0 = never
@@ -58,7 +61,13 @@ type source struct {
 
 func newSource(is *Issuer, opts *Options, log *slog.Logger) *source {
 	s := &source{is: is, label: is.label(), metrics: opts.Metrics, log: log.With("issuer", is.label()),
-		now: opts.Now, timeout: opts.FetchTimeout}
+		now: opts.Now, timeout: opts.FetchTimeout, timer: opts.timer}
+	if s.timer == nil {
+		s.timer = func(d time.Duration) (<-chan time.Time, func() bool) {
+			t := time.NewTimer(d)
+			return t.C, t.Stop
+		}
+	}
 	if !is.remote() {
 		ks := &keySet{keys: is.static}
 		s.set.Store(ks)
@@ -67,7 +76,11 @@ func newSource(is *Issuer, opts *Options, log *slog.Logger) *source {
 		s.metrics.lastSuccess(s.label, s.now())
 		return s
 	}
-	if opts.HTTPClient != nil && is.roots == nil {
+	var roots *x509.CertPool
+	if is.ca != nil {
+		roots = is.ca.Pool
+	}
+	if opts.HTTPClient != nil && roots == nil {
 		// A copy, so the redirect policy applies without changing the
 		// caller's client; a policy of the caller's own is kept.
 		c := *opts.HTTPClient
@@ -79,7 +92,7 @@ func newSource(is *Issuer, opts *Options, log *slog.Logger) *source {
 		s.ownTr = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSClientConfig:       &tls.Config{RootCAs: is.roots, MinVersion: tls.VersionTLS12},
+			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: s.timeout,
 			MaxIdleConnsPerHost:   1,
@@ -125,14 +138,14 @@ func (s *source) run(ctx context.Context) {
 	firstDone := false
 	for {
 		if delay > 0 {
-			t := time.NewTimer(delay)
+			fire, stop := s.timer(delay)
 			select {
 			case <-ctx.Done():
-				t.Stop()
+				stop()
 				return
-			case <-t.C:
+			case <-fire:
 			case <-s.kick:
-				t.Stop()
+				stop()
 			}
 		}
 		res := s.refresh(ctx)
@@ -194,34 +207,22 @@ func (s *source) keys(now time.Time) *keySet {
 // hadKeys reports whether the source ever had keys (for /readyz).
 func (s *source) hadKeys() bool { return s.set.Load() != nil }
 
-// refetch asks for an out-of-schedule refresh after an unknown kid, at most
-// once per min_refresh_interval, and waits for it (bounded by ctx and
-// refetchWait). Concurrent callers share one refresh. It reports whether
-// looking the kid up again may help: false only for static sources. (When
+// refetch asks for an out-of-schedule refresh after an unknown kid and
+// waits for it (bounded by ctx and refetchWait). It reports whether looking
+// the kid up again may help: false only for static sources. (When
 // rate-limited it still says yes: a refresh may have been published since
 // the caller looked.)
 func (s *source) refetch(ctx context.Context) bool {
 	if s.done == nil {
 		return false
 	}
-	s.mu.Lock()
-	ch := s.inflight
+	ch, started := s.request()
 	if ch == nil {
-		now := s.now()
-		if !s.lastKick.IsZero() && now.Sub(s.lastKick) < s.is.MinRefreshInterval {
-			s.mu.Unlock()
-			return true
-		}
-		s.lastKick = now
-		s.metrics.refetchTotal.WithLabelValues(s.label).Inc()
-		ch = make(chan struct{})
-		s.inflight = ch
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		return true
 	}
-	s.mu.Unlock()
+	if started {
+		s.metrics.refetchTotal.WithLabelValues(s.label).Inc()
+	}
 	t := time.NewTimer(refetchWait)
 	defer t.Stop()
 	select {
@@ -231,6 +232,33 @@ func (s *source) refetch(ctx context.Context) bool {
 	case <-s.done: // stopped: no refresh will come
 	}
 	return true
+}
+
+// request asks the loop for an out-of-schedule refresh, at most once per
+// min_refresh_interval (unknown kids and Verifier.Refetch share the limit),
+// and returns a channel closed when that refresh is done; concurrent
+// callers share one refresh (started is true for the caller that asked for
+// it). It returns nil for a static source and when rate-limited.
+func (s *source) request() (done <-chan struct{}, started bool) {
+	if s.done == nil {
+		return nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight != nil {
+		return s.inflight, false
+	}
+	now := s.now()
+	if !s.lastKick.IsZero() && now.Sub(s.lastKick) < s.is.MinRefreshInterval {
+		return nil, false
+	}
+	s.lastKick = now
+	s.inflight = make(chan struct{})
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return s.inflight, true
 }
 
 // refresh fetches once, publishes a good answer, and records the outcome.
@@ -289,26 +317,44 @@ func (s *source) refresh(ctx context.Context) fetchResult {
 }
 
 // publish swaps in a new set. Keys that are unchanged keep their *key (and so
-// their cached tokens); keys that left the set are marked dead.
+// their cached tokens); keys that left the set are marked dead. A change is
+// logged with the kids added and removed (SPEC.md 15).
 func (s *source) publish(ks *keySet) {
-	old := s.set.Load()
-	if old != nil {
-		prev := make(map[string]*key, len(old.keys))
+	prev := map[string]*key{}
+	if old := s.set.Load(); old != nil {
 		for _, k := range old.keys {
 			prev[k.id()] = k
 		}
-		for i, k := range ks.keys {
-			if o, ok := prev[k.id()]; ok {
-				ks.keys[i] = o
-				delete(prev, k.id())
-			}
+	}
+	var added, removed []string
+	for i, k := range ks.keys {
+		if o, ok := prev[k.id()]; ok {
+			ks.keys[i] = o
+			delete(prev, k.id())
+		} else {
+			added = append(added, logKid(k.kid))
 		}
-		for _, k := range prev {
-			k.dead.Store(true)
-		}
+	}
+	for _, k := range prev {
+		k.dead.Store(true)
+		removed = append(removed, logKid(k.kid))
 	}
 	s.set.Store(ks)
 	s.metrics.published(s.label, ks)
+	if len(added) > 0 || len(removed) > 0 {
+		slices.Sort(added)
+		slices.Sort(removed)
+		s.log.Info("jwks keys changed", "added", added, "removed", removed)
+	}
+}
+
+// logKid is a kid as logs and metric labels show it: cut to 64 bytes (the
+// key set is the IdP's, but its size is not ours to trust).
+func logKid(kid string) string {
+	if len(kid) > 64 {
+		return strings.ToValidUTF8(kid[:64], "")
+	}
+	return kid
 }
 
 // fetch gets the key set. A nil set with a nil error means 304 Not Modified.

@@ -501,7 +501,7 @@ func TestReloadSharesKeyCache(t *testing.T) {
 	opts := e.opts
 	// B no longer accepts aud api: its cached token must not be served.
 	opts.Issuers = issuers(t, jwksIssuer(srv.URL)+"  - issuer: https://b\n    audiences: [more]\n    jwks_url: "+other.URL+"\n")
-	v2, err := New(context.Background(), opts, e.v)
+	v2, err := New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +528,7 @@ func TestReloadSharesKeyCache(t *testing.T) {
 	if _, err := e.v.Verify(context.Background(), tokB); err != nil {
 		t.Errorf("the old verifier refuses the token of its own issuer B: %v", err)
 	}
-	oldB := e.v.issuers[1].src
+	oldB := e.v.issuers[1]
 	e.v.Close()
 	e.v.Close() // idempotent
 	select {
@@ -536,7 +536,7 @@ func TestReloadSharesKeyCache(t *testing.T) {
 	default:
 		t.Error("loop of the replaced issuer still running after Close")
 	}
-	shared := v2.issuers[0].src
+	shared := v2.issuers[0]
 	select {
 	case <-shared.done:
 		t.Fatal("shared loop stopped by the old verifier's Close")
@@ -586,7 +586,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	srv := server(t, k)
 	before := runtime.NumGoroutine()
 	e := newEnv(t, jwksIssuer(srv.URL)+"  - issuer: https://disc.example.com\n    audiences: any\n    discovery_url: "+srv.URL+"\n")
-	v2, err := New(context.Background(), e.opts, e.v)
+	v2, err := New(context.Background(), e.opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 // deps are the long-lived parts a Handler is built with.
 type deps struct {
 	metrics *Metrics
+	jwks    *jwks.Pool // key and token caches that survive reloads; nil: none survive
 	log     *slog.Logger
 	now     func() time.Time
 	source  string // audit CloudEvents source
@@ -59,10 +60,6 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 		h.routes = append(h.routes, routeState{route: rt, up: up, metrics: &routeMetrics{name: rt.Name, m: d.metrics}})
 	}
 
-	var prevVerifier *jwks.Verifier
-	if prev != nil {
-		prevVerifier = prev.verifier
-	}
 	// The cached results keep only the claims that headers and route rules
 	// read: the whole payload of 10,000 tokens was most of the memory.
 	keep := []string{}
@@ -82,9 +79,10 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 		CacheSize:    cacheSize,
 		KeepClaims:   keep,
 		Metrics:      d.metrics.jwks,
+		Pool:         d.jwks,
 		Logger:       d.log.With("component", "jwks"),
 		Now:          d.now,
-	}, prevVerifier)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("build verifier: %w", err)
 	}

@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/tlsca"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 	"github.com/gatehouse/gatehouse/jwks"
 	"github.com/gatehouse/gatehouse/policy"
@@ -183,11 +183,11 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 		}
 	}
 	if n := m.Get("upstream_ca_file"); d.String(n, &c.UpstreamCAFile) && c.UpstreamCAFile != "" {
-		pool, err := loadCAs(c.UpstreamCAFile)
-		if err != nil {
+		if b, err := tlsca.Load(c.UpstreamCAFile); err != nil {
 			d.Errorf(n, "upstream_ca_file: %v", err)
+		} else {
+			c.upstreamCAs = b.Pool
 		}
-		c.upstreamCAs = pool
 	}
 	decodeTLS(d, m.Get("tls"), c)
 	admin := d.Map(m.Get("admin"), "listen")
@@ -429,18 +429,6 @@ func checkUpstream(s string) error {
 		return fmt.Errorf("%q: scheme must be http, https or unix", s)
 	}
 	return nil
-}
-
-func loadCAs(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }
 
 func splitHostPort(addr string) (string, string, error) {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
+	"github.com/gatehouse/gatehouse/jwks"
 )
 
 // Options are what main (or an embedding program such as the quickstart)
@@ -63,6 +64,7 @@ func Run(ctx context.Context, opts Options) error {
 		level: level,
 		deps: deps{
 			metrics: newMetrics(opts.Version),
+			jwks:    jwks.NewPool(),
 			log:     log,
 			now:     time.Now,
 			source:  "gatehouse/" + host,
@@ -203,6 +205,9 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
 			s.reload(ctx, "signal")
+			// SPEC.md 15: SIGHUP also refetches every JWKS (rate limited);
+			// the fetches run on the issuers' loops, this loop does not wait.
+			go s.current.Load().verifier.Refetch(ctx)
 			if err := s.current.Load().emitter.Reopen(); err != nil {
 				s.log.Error("audit reopen failed", "error", err.Error())
 			}
