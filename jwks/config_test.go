@@ -75,7 +75,7 @@ func TestDecodeIssuersDefaults(t *testing.T) {
 	a := iss[0]
 	if a.Name != "https://auth.example.com" || a.RefreshInterval != 15*time.Minute || a.MinRefreshInterval != 30*time.Second ||
 		a.MaxStale != 24*time.Hour || a.Leeway != 30*time.Second || a.MaxLifetime != 0 ||
-		a.RolesClaim != "roles" || a.ScopesClaim != "scope" || !slices.Equal(a.RequiredClaims, []string{"sub"}) ||
+		a.RolesClaim != "roles" || a.ScopesClaim != "scope" || a.SubjectClaim != "sub" || !slices.Equal(a.RequiredClaims, []string{"sub"}) ||
 		!slices.Equal(a.Algorithms, []string{"RS256", "ES256", "PS256", "EdDSA"}) || a.AnyAudience {
 		t.Errorf("defaults of entry 1 = %+v", a)
 	}
@@ -83,7 +83,7 @@ func TestDecodeIssuersDefaults(t *testing.T) {
 		t.Errorf("Pos = %v, want line 2 col 5", a.Pos)
 	}
 	b := iss[1]
-	if !b.AnyAudience || b.Leeway != 0 || b.MaxLifetime != time.Hour || b.RolesClaim != "realm_access.roles" ||
+	if !b.AnyAudience || b.Leeway != 0 || b.MaxLifetime != time.Hour || b.RolesClaim != "realm_access.roles" || b.SubjectClaim != "user.id" ||
 		!slices.Equal(b.Types, []string{"at+jwt"}) || !slices.Equal(b.Algorithms, []string{"ES256"}) {
 		t.Errorf("entry 2 = %+v", b)
 	}
@@ -106,5 +106,10 @@ func TestDecodeIssuersDefaults(t *testing.T) {
 	c.Leeway = time.Second
 	if c.fingerprint() == a.fp {
 		t.Error("fingerprint ignores leeway")
+	}
+	c = a
+	c.SubjectClaim = "user"
+	if c.fingerprint() == a.fp {
+		t.Error("fingerprint ignores subject_claim")
 	}
 }

@@ -59,7 +59,7 @@ func newEnv(t testing.TB, src string, mod ...func(*Options)) *env {
 	t.Helper()
 	e := &env{clk: newClock(), reg: prometheus.NewRegistry()}
 	e.iss = issuers(t, src)
-	e.opts = Options{Issuers: e.iss, Metrics: NewMetrics(e.reg), Pool: NewPool(), Now: e.clk.now, FetchTimeout: 2 * time.Second}
+	e.opts = Options{Issuers: e.iss, Metrics: NewMetrics(e.reg), Pool: NewPool(), Now: e.clk.now}
 	for _, m := range mod {
 		m(&e.opts)
 	}

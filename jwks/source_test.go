@@ -52,42 +52,75 @@ func TestNextDelay(t *testing.T) {
 	}
 }
 
-// TestRefreshLoop runs the real loop (run) with real, short timers: it must
-// act on nextDelay's answer, not only compute it. Bounded: each case gives up
-// after 3 s, and a loop that waited refresh_interval (15m, 1h) would.
-// Durations are asserted only from below (timers never fire early).
-func TestRefreshLoop(t *testing.T) {
-	const limit = 3 * time.Second
+// loopTimers replaces the refresh loops' timers (Options.timer): the test
+// sees each delay a loop asks for and fires it, so the loop's schedule is
+// checked without the wall clock.
+type loopTimers struct{ asked chan loopTimer }
 
+type loopTimer struct {
+	d    time.Duration
+	fire chan time.Time
+}
+
+func newLoopTimers() *loopTimers { return &loopTimers{asked: make(chan loopTimer, 64)} }
+
+func (lt *loopTimers) timer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := loopTimer{d: d, fire: make(chan time.Time, 1)}
+	select {
+	case lt.asked <- t:
+	default: // nobody is looking any more; the loop still ends on stop
+	}
+	return t.fire, func() bool { return true }
+}
+
+// next is the next timer a loop asks for.
+func (lt *loopTimers) next(t *testing.T) loopTimer {
+	t.Helper()
+	select {
+	case x := <-lt.asked:
+		return x
+	case <-time.After(eventWait):
+		t.Fatalf("no refresh loop asked for a timer within %v", eventWait)
+		return loopTimer{}
+	}
+}
+
+// eventWait bounds the wait for something a goroutine does next: generous,
+// so that a loaded machine does not fail a test; never an assertion on
+// how long it took.
+const eventWait = 30 * time.Second
+
+// TestRefreshLoop runs the real loop (run) with injected timers: it must act
+// on nextDelay's answer, not only compute it.
+func TestRefreshLoop(t *testing.T) {
 	t.Run("backoff after a failed first fetch", func(t *testing.T) {
 		k := jwkstest.NewKey("ES256", "k")
 		srv := server(t, k)
-		var fetches []time.Time
-		var mu sync.Mutex
+		var calls atomic.Int64
 		srv.SetHandler(func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			fetches = append(fetches, time.Now())
-			first := len(fetches) == 1
-			mu.Unlock()
-			if first {
+			if calls.Add(1) == 1 {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				return
 			}
 			w.Write(jwkstest.JWKS(k))
 		})
-		e := newEnv(t, jwksIssuer(srv.URL)) // refresh_interval 15m
+		lt := newLoopTimers()
+		e := newEnv(t, jwksIssuer(srv.URL), func(o *Options) { o.timer = lt.timer }) // refresh_interval 15m
 		if m := e.v.Missing(); len(m) != 1 {
 			t.Fatalf("Missing() after a 503 = %q, want the issuer", m)
 		}
-		waitFor(t, limit, "keys after the 503", func() bool { return len(e.v.Missing()) == 0 })
+		// nextDelay after one failure: 1s backoff with equal jitter.
+		retry := lt.next(t)
+		if retry.d < 500*time.Millisecond || retry.d >= time.Second {
+			t.Errorf("retry after the failed fetch in %v, want a backoff in [500ms, 1s)", retry.d)
+		}
+		retry.fire <- time.Time{}
+		waitFor(t, eventWait, "keys after the 503", func() bool { return len(e.v.Missing()) == 0 })
 		if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
 			t.Errorf("Verify after the retry: %v", err)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		// nextDelay after one failure: 1s backoff with equal jitter, >= 500ms.
-		if gap := fetches[1].Sub(fetches[0]); gap < 500*time.Millisecond {
-			t.Errorf("retry %v after the failed fetch, want a backoff of at least 500ms", gap)
+		if next := lt.next(t); next.d != 15*time.Minute {
+			t.Errorf("next refresh after the recovery in %v, want refresh_interval 15m", next.d)
 		}
 	})
 
@@ -95,13 +128,20 @@ func TestRefreshLoop(t *testing.T) {
 		k := jwkstest.NewKey("ES256", "k")
 		srv := server(t, k)
 		srv.SetCacheControl("max-age=0")
-		start := time.Now()
-		e := newEnv(t, jwksIssuer(srv.URL, "refresh_interval: 1h", "min_refresh_interval: 100ms"))
-		waitFor(t, limit, "4 fetches", func() bool { return srv.Fetches() >= 4 })
-		// Three waits of min_refresh_interval at least: max-age 0 is raised
-		// to it, not taken as "refetch at once".
-		if d := time.Since(start); d < 300*time.Millisecond {
-			t.Errorf("4 fetches within %v, want at least 3 x min_refresh_interval (300ms)", d)
+		lt := newLoopTimers()
+		e := newEnv(t, jwksIssuer(srv.URL, "refresh_interval: 1h", "min_refresh_interval: 100ms"), func(o *Options) { o.timer = lt.timer })
+		for i := 1; i <= 3; i++ {
+			next := lt.next(t)
+			// max-age 0 is raised to min_refresh_interval, not taken as
+			// "refetch at once".
+			if next.d != 100*time.Millisecond {
+				t.Fatalf("delay after fetch %d = %v, want min_refresh_interval 100ms", i, next.d)
+			}
+			if n := srv.Fetches(); n != int64(i) {
+				t.Fatalf("fetches before timer %d fired = %d, want %d", i, n, i)
+			}
+			next.fire <- time.Time{}
+			waitFor(t, eventWait, fmt.Sprint(i+1, " fetches"), func() bool { return srv.Fetches() >= int64(i+1) })
 		}
 		if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
 			t.Errorf("Verify: %v", err)
@@ -109,7 +149,8 @@ func TestRefreshLoop(t *testing.T) {
 	})
 }
 
-// waitFor polls cond until it holds, failing the test after limit.
+// waitFor polls cond until it holds, failing the test after limit (a
+// generous bound on an event, not a timing assertion).
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(limit)
@@ -351,9 +392,12 @@ func TestBadAnswersKeepKeys(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := server(t, k)
-			e := newEnv(t, jwksIssuer(srv.URL), func(o *Options) { o.FetchTimeout = 300 * time.Millisecond })
+			e := newEnv(t, jwksIssuer(srv.URL))
 			srv.SetHandler(tt.h)
-			if r := e.src(0).refresh(context.Background()); r.err == nil {
+			// The slow answer ends with this context; the others fail on their own.
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if r := e.src(0).refresh(ctx); r.err == nil {
 				t.Fatal("refresh succeeded")
 			}
 			if _, err := e.verify(k.Sign(e.claims(issA))); err != nil {
@@ -592,13 +636,24 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	}
 	e.v.Close()
 	v2.Close()
-	deadline := time.Now().Add(5 * time.Second)
+	waitGoroutines(t, before)
+}
+
+// waitGoroutines waits (bounded by eventWait) for the goroutine count to
+// come back to before, and shows every stack when it does not.
+func waitGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.NewTimer(eventWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			buf := make([]byte, 1<<16)
 			t.Fatalf("%d goroutines left over (before: %d):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		case <-tick.C:
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -544,8 +544,11 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("during reloads: %d ok, %d failed (last: %v)", ok.Load(), bad.Load(), badMsg.Load())
 	}
 	t.Logf("%d requests served across 5 reloads", ok.Load())
-	if got := w.jwks.Fetches(); got != fetchesBefore {
-		t.Errorf("reloads with an unchanged issuer fetched the JWKS %d more times, want 0", got-fetchesBefore)
+	// SIGHUP also refetches every JWKS (SPEC.md 15), at most once per
+	// min_refresh_interval (30s here): one fetch for five reloads. A reload
+	// that rebuilt the unchanged issuer's key cache would fetch at each.
+	if got := w.jwks.Fetches(); got-fetchesBefore > 1 {
+		t.Errorf("reloads with an unchanged issuer fetched the JWKS %d more times, want at most 1 (the rate-limited SIGHUP refetch)", got-fetchesBefore)
 	}
 
 	// A broken file: logged with its position, old config kept.
