@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"testing"
@@ -115,5 +116,23 @@ func TestTokenCacheDistinct(t *testing.T) {
 	}
 	if _, ok := c.get(&a); !ok {
 		t.Error("lookup of the stored token missed")
+	}
+}
+
+// TestVerifyCacheHitNoAlloc: a repeated token is answered from the cache
+// without an allocation (the reason verify hashes the token in place).
+func TestVerifyCacheHitNoAlloc(t *testing.T) {
+	k := jwkstest.NewKey("ES256", "k")
+	e := newEnv(t, jwksIssuer(server(t, k).URL))
+	tok := k.Sign(e.claims(issA))
+	if _, err := e.verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		if _, err := e.v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("Verify of a cached token: %v allocs, want 0", a)
 	}
 }

@@ -37,7 +37,12 @@ type keptClaim struct {
 // (realm_access.roles). Values are as encoding/json decodes them: string,
 // float64, bool, nil, []any, map[string]any. It does not allocate.
 func (r *Result) Claim(path string) (any, bool) {
-	return lookupPath(claimObject{m: r.claims, kept: r.kept}, path, claimObject.get, subClaimObject)
+	n := claimNode{m: r.claims, kept: r.kept}
+	if n.m == nil && n.kept == nil {
+		return nil, false // nothing kept
+	}
+	v, ok := lookupPath(n, path)
+	return v.v, ok
 }
 
 // keepClaims decodes the top-level claims that paths can reach: the exact

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Verify checks raw, the token alone (no "Bearer "). It returns the verified
@@ -29,7 +30,11 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Result, *Error) {
 	now := v.now()
 	var digest [sha256.Size]byte
 	if v.cache != nil {
-		digest = sha256.Sum256([]byte(raw))
+		// Hashing the string's bytes in place: sha256 only reads them. A
+		// []byte(raw) copy is the one allocation a hit would make (a
+		// token's size, about 700 B, 0 -> 1 allocs/op in
+		// BenchmarkVerifyCacheHit; TestVerifyCacheHitNoAlloc holds it).
+		digest = sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
 		if e, ok := v.cache.get(&digest); ok {
 			if res, err, ok := v.checkCached(e, now); ok {
 				v.metrics.cacheHit.Inc()
@@ -68,9 +73,10 @@ type token struct {
 	sig     []byte
 }
 
-// jwsHeader is what verification reads from the JOSE header.
+// jwsHeader is what verification reads from the JOSE header. (The members
+// stay apart: in one struct with kid, which the result keeps, escape
+// analysis would move their stack buffer to the heap.)
 type jwsHeader struct {
-	obj    object
 	alg    string
 	kid    string
 	kidSet bool
@@ -85,7 +91,7 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 		return nil, e, nil, nil
 	}
 	var hbuf [8]member
-	hdr, e := parseHeader(tok.header, hbuf[:0])
+	hdrObj, hdr, e := parseHeader(tok.header, hbuf[:0])
 	if e != nil {
 		return nil, e, nil, nil
 	}
@@ -101,7 +107,7 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 		return nil, e, nil, nil
 	}
 	cfg := src.is
-	if e := checkHeader(cfg, hdr); e != nil {
+	if e := checkHeader(cfg, hdrObj, hdr.alg); e != nil {
 		return nil, e, nil, nil
 	}
 	used, e := v.checkSignature(ctx, src, hdr, tok, now)
@@ -168,32 +174,32 @@ func parseJSONObject(data []byte, buf []member, bad *Error) (object, *Error) {
 // parseHeader reads the JOSE header with exact key names (encoding/json
 // struct decoding would match "ALG" to alg). jku, x5u, jwk and x5c are
 // never looked at: keys come only from config.
-func parseHeader(data []byte, buf []member) (jwsHeader, *Error) {
+func parseHeader(data []byte, buf []member) (object, jwsHeader, *Error) {
 	o, e := parseJSONObject(data, buf, errBadHeader)
 	if e != nil {
-		return jwsHeader{}, e
+		return nil, jwsHeader{}, e
 	}
-	h := jwsHeader{obj: o}
+	var h jwsHeader
 	rawAlg, _ := o.get("alg")
 	var ok bool
 	if h.alg, ok = rawString(rawAlg); !ok {
-		return jwsHeader{}, errBadHeader
+		return nil, jwsHeader{}, errBadHeader
 	}
 	if _, ok := o.get("crit"); ok {
 		// gatehouse implements no JWS extension (RFC 7515 4.1.11); an empty
 		// crit list is not allowed by the RFC either.
-		return jwsHeader{}, errCrit
+		return nil, jwsHeader{}, errCrit
 	}
 	if b, ok := o.get("b64"); ok && string(b) != "true" {
-		return jwsHeader{}, errB64
+		return nil, jwsHeader{}, errB64
 	}
 	var rawKid []byte
 	if rawKid, h.kidSet = o.get("kid"); h.kidSet {
 		if h.kid, ok = rawString(rawKid); !ok {
-			return jwsHeader{}, errBadHeader
+			return nil, jwsHeader{}, errBadHeader
 		}
 	}
-	return h, nil
+	return o, h, nil
 }
 
 // pickIssuer finds the issuer entry by the token's iss (the entry without
@@ -222,12 +228,12 @@ func (v *Verifier) pickIssuer(claims object) (*source, bool, *Error) {
 }
 
 // checkHeader checks the header's alg and typ against the issuer's entry.
-func checkHeader(cfg *Issuer, hdr jwsHeader) *Error {
-	if !slices.Contains(cfg.Algorithms, hdr.alg) {
+func checkHeader(cfg *Issuer, hdr object, alg string) *Error {
+	if !slices.Contains(cfg.Algorithms, alg) {
 		return errAlgNotAllowed
 	}
 	if len(cfg.Types) > 0 {
-		rawTyp, _ := hdr.obj.get("typ")
+		rawTyp, _ := hdr.get("typ")
 		t, ok := rawString(rawTyp)
 		if !ok || !typeAllowed(cfg.Types, t) {
 			return errType
