@@ -74,7 +74,8 @@ func (o *Options) defaults() {
 // every Options, with the same Metrics each time; each Verifier's Close
 // releases its references, and the last release of a key cache stops its
 // loop and, when no other key cache serves that issuer name, drops the
-// issuer's metric series.
+// issuer's metric series. A key cache keeps the Options it was built with
+// (HTTP client, clock, fetch timeout, logger) for its whole life.
 type Pool struct {
 	sources *refpool.Pool[[sha256.Size]byte, *source]
 	caches  *refpool.Pool[cacheKey, *tokenCache]
