@@ -33,7 +33,21 @@ type Decision struct {
 	Allow  bool
 	Reason Reason
 	Route  *Route
+	// Detail says which check denied, in words, for the audit event's
+	// data.detail and the debug log (SPEC.md 15): "no token" for
+	// missing_token, "no route matched" for forbidden, and for
+	// insufficient_scope the first failed requirement as configured:
+	// "roles any [user admin]", "roles all [admin]", "scopes all
+	// [orders:write]", "claim email_verified" (the claim path, never a
+	// value). "" when allowed. The strings are built at load.
+	Detail string
 }
+
+// Details of the denials that do not depend on the route.
+const (
+	DetailNoToken = "no token"
+	DetailNoRoute = "no route matched"
+)
 
 // Decide decides for s, the verified subject, or nil when no token was
 // presented (the proxy passes nil on AuthNone routes too; invalid tokens are
@@ -50,33 +64,39 @@ type Decision struct {
 func (r *Route) Decide(s *Subject) Decision {
 	switch {
 	case r.deny:
-		return Decision{Reason: ReasonForbidden, Route: r}
+		return Decision{Reason: ReasonForbidden, Route: r, Detail: DetailNoRoute}
 	case r.Auth == AuthNone:
 		return Decision{Allow: true, Reason: ReasonPublic, Route: r}
 	case s == nil:
 		if r.Auth == AuthOptional {
 			return Decision{Allow: true, Reason: ReasonPublic, Route: r}
 		}
-		return Decision{Reason: ReasonMissingToken, Route: r}
-	case !r.met(s):
-		return Decision{Reason: ReasonInsufficientScope, Route: r}
+		return Decision{Reason: ReasonMissingToken, Route: r, Detail: DetailNoToken}
+	}
+	if detail, failed := r.unmet(s); failed {
+		return Decision{Reason: ReasonInsufficientScope, Route: r, Detail: detail}
 	}
 	return Decision{Allow: true, Reason: ReasonOK, Route: r}
 }
 
-func (r *Route) met(s *Subject) bool {
-	if !r.roles.met(s.Roles) || !r.scopes.met(s.Scopes) {
-		return false
+// unmet reports whether s fails a requirement, with the detail of the
+// first it fails, in the order roles, scopes, claims (file order).
+func (r *Route) unmet(s *Subject) (string, bool) {
+	if d, failed := r.roles.unmet(s.Roles); failed {
+		return d, true
+	}
+	if d, failed := r.scopes.unmet(s.Scopes); failed {
+		return d, true
 	}
 	for i := range r.claims {
 		c := &r.claims[i]
 		if s.Claims == nil {
-			return false
+			return c.detail, true
 		}
 		v, ok := s.Claims.Claim(c.path)
 		if !ok || !c.met(v) {
-			return false
+			return c.detail, true
 		}
 	}
-	return true
+	return "", false
 }

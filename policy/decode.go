@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"net/url"
 	"regexp"
@@ -8,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -17,20 +20,24 @@ import (
 // routeKeys are the keys of one `routes` entry; the `default` route body has
 // the same keys but `location` and `methods` (it catches whatever is left).
 var (
-	routeKeys   = []string{"location", "auth", "methods", "roles", "scopes", "claims", "upstream"}
+	routeKeys   = []string{"location", "name", "paths", "auth", "methods", "roles", "scopes", "claims", "upstream"}
 	defaultKeys = []string{"auth", "roles", "scopes", "claims", "upstream"}
 )
 
-// Decode decodes and validates the `routes` list and the `default` value of
-// a config file and compiles them into an Engine. Either node may be nil:
-// no `routes` is an empty list, no `default` is `deny`. Every error is
-// recorded in d with its node's position, all of them in one pass; Decode
-// returns nil when it recorded any.
-func Decode(d *yamlpos.Decoder, routes, def *yaml.Node) *Engine {
+// Decode decodes and validates the top-level `paths` mapping, the `routes`
+// list and the `default` value of a config file and compiles them into an
+// Engine. Any node may be nil: no `paths` is nginx's reading (case
+// sensitive, strict trailing slash), undeclared; no `routes` is an empty
+// list; no `default` is `deny`. Every error is recorded in d with its
+// node's position, all of them in one pass; Decode returns nil when it
+// recorded any. The Engine's Warnings are what `gatehouse -t` prints
+// about locations a differently cased or slashed path could bypass.
+func Decode(d *yamlpos.Decoder, paths, routes, def *yaml.Node) *Engine {
 	before := len(yamlpos.Errors(d.Err()))
+	global, _ := decodePaths(d, paths, semantics{})
 	var list, located []*Route
 	for _, n := range d.Seq(routes) {
-		r, ok, keyOK := decodeRoute(d, n)
+		r, ok, keyOK := decodeRoute(d, n, global)
 		if ok {
 			list = append(list, r)
 		}
@@ -41,17 +48,21 @@ func Decode(d *yamlpos.Decoder, routes, def *yaml.Node) *Engine {
 	// Routes with errors elsewhere still take part, so that a duplicate is
 	// reported in the same pass.
 	checkDuplicates(d, located)
+	checkNames(d, located)
 	dr := decodeDefault(d, def)
 	if len(yamlpos.Errors(d.Err())) > before || dr == nil {
 		return nil
 	}
-	return compile(list, dr)
+	dr.sem = global
+	e := compile(list, dr)
+	e.warnings = e.computeWarnings(d.File, d.Pos(routes))
+	return e
 }
 
 // decodeRoute decodes one `routes` entry. ok is false when it has an
 // error (recorded); keyOK says its location and methods are valid, so it
 // can take part in the duplicate check.
-func decodeRoute(d *yamlpos.Decoder, n *yaml.Node) (r *Route, ok, keyOK bool) {
+func decodeRoute(d *yamlpos.Decoder, n *yaml.Node, global semantics) (r *Route, ok, keyOK bool) {
 	m := d.Map(n, routeKeys...)
 	if m.Node == nil || m.Node.Kind != yaml.MappingNode {
 		if yamlpos.IsNull(n) {
@@ -60,6 +71,9 @@ func decodeRoute(d *yamlpos.Decoder, n *yaml.Node) (r *Route, ok, keyOK bool) {
 		return nil, false, false
 	}
 	r = &Route{}
+	// paths first: it decides how the location compiles (~ becomes ~*).
+	sem, semOK := decodePaths(d, m.Get("paths"), global)
+	r.sem = sem
 	keyOK = true
 	if loc := d.Require(m, "location"); loc != nil {
 		keyOK = decodeLocation(d, loc, r)
@@ -69,8 +83,76 @@ func decodeRoute(d *yamlpos.Decoder, n *yaml.Node) (r *Route, ok, keyOK bool) {
 	if v := m.Get("methods"); !yamlpos.IsNull(v) {
 		keyOK = decodeMethods(d, v, r) && keyOK
 	}
-	ok = decodeBody(d, m, r) && keyOK
+	nameOK := true
+	if v := m.Get("name"); v != nil {
+		nameOK = decodeName(d, v, r)
+	}
+	ok = decodeBody(d, m, r) && keyOK && semOK && nameOK
 	return r, ok, keyOK
+}
+
+// decodeName decodes a route's `name`: the metrics and audit label instead
+// of the location string. Non-empty, printable (no control or other
+// invisible characters, which would garble a log line or a label), and
+// not "default", the default route's label.
+func decodeName(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
+	var s string
+	if !d.String(n, &s) {
+		return false
+	}
+	switch {
+	case s == "":
+		d.Errorf(n, "name must not be empty (leave it out to use the location)")
+		return false
+	case s == "default":
+		d.Errorf(n, "name %q is the default route's label; choose another", s)
+		return false
+	case !printable(s):
+		d.Errorf(n, "name %q must be printable: no control or invisible characters", s)
+		return false
+	}
+	r.Name = s
+	r.nameLine, r.nameCol = n.Line, n.Column
+	return true
+}
+
+func printable(s string) bool {
+	for _, c := range s {
+		if !unicode.IsPrint(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNames reports a route `name` that another route's label already
+// is: an earlier route's name, or the location of a route without a name
+// (its label). Two unnamed routes on one location with different methods
+// share the location as their label, as before names existed.
+func checkNames(d *yamlpos.Decoder, list []*Route) {
+	labels := map[string]*Route{}
+	for _, r := range list {
+		if r.nameLine == 0 {
+			if _, ok := labels[r.Name]; !ok {
+				labels[r.Name] = r
+			}
+		}
+	}
+	for _, r := range list {
+		if r.nameLine == 0 {
+			continue
+		}
+		if p, ok := labels[r.Name]; ok && p != r {
+			pos := yamlpos.Pos{File: d.File, Line: r.nameLine, Col: r.nameCol}
+			what := "the name of the route"
+			if p.nameLine == 0 {
+				what = "the label of the unnamed route"
+			}
+			d.Add(yamlpos.Errorf(pos, "duplicate name %q: already %s at line %d (names must be unique: they are the metrics and audit route label)", r.Name, what, p.line))
+			continue
+		}
+		labels[r.Name] = r
+	}
 }
 
 // decodeDefault decodes `default`: absent or `deny` is the deny route, a
@@ -133,8 +215,8 @@ func decodeBody(d *yamlpos.Decoder, m yamlpos.Map, r *Route) bool {
 	if v := m.Get("upstream"); !yamlpos.IsNull(v) {
 		var s string
 		if d.String(v, &s) {
-			if msg := checkUpstream(s); msg != "" {
-				d.Errorf(v, "invalid upstream %q: %s", s, msg)
+			if err := CheckUpstream(s); err != nil {
+				d.Errorf(v, "invalid upstream %q: %v", s, err)
 				ok = false
 			}
 			r.Upstream = s
@@ -162,7 +244,10 @@ func decodeLocation(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
 	if !d.String(n, &s) {
 		return false
 	}
-	r.Name = s
+	if r.Name == "" {
+		r.Name = s
+	}
+	r.Location = s
 	r.line, r.col = n.Line, n.Column
 	k, v, msg := parseLocation(s)
 	if msg != "" {
@@ -193,7 +278,8 @@ func decodeLocation(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
 		}
 	case kindRegex, kindRegexFold:
 		expr := v
-		if k == kindRegexFold {
+		if k == kindRegexFold || r.sem.fold {
+			// paths case: insensitive turns ~ into ~* (SPEC.md 15)
 			expr = "(?i)" + v
 		}
 		re, err := regexp.Compile(expr)
@@ -334,9 +420,9 @@ func decodeRequirement(d *yamlpos.Decoder, n *yaml.Node, what string, q *require
 			}
 		}
 		if k == "any" {
-			q.any = list
+			q.any, q.anyDetail = list, fmt.Sprintf("%s any %v", what, list)
 		} else {
-			q.all = list
+			q.all, q.allDetail = list, fmt.Sprintf("%s all %v", what, list)
 		}
 	}
 	if ok && q.empty() && len(m.Node.Content) == 0 {
@@ -365,7 +451,7 @@ func decodeClaims(d *yamlpos.Decoder, n *yaml.Node, r *Route) bool {
 			ok = false
 			continue
 		}
-		c := claimReq{path: k}
+		c := claimReq{path: k, detail: "claim " + k}
 		if !decodeClaimValue(d, k, v, &c) {
 			ok = false
 			continue
@@ -420,43 +506,46 @@ func decodeClaimValue(d *yamlpos.Decoder, k string, v *yaml.Node, c *claimReq) b
 	return true
 }
 
-// checkUpstream validates an upstream URL; it returns the problem or "".
-func checkUpstream(s string) string {
+// CheckUpstream validates an upstream URL (the global `upstream` and a
+// route's): http://host[:port][/path] or https://... with a port in
+// 1-65535 and no credentials, query or fragment, or unix:///abs/path.sock.
+// It is the one validator; proxy uses it for the global upstream.
+func CheckUpstream(raw string) error {
 	const want = "want http://host[:port][/path], https://host[:port][/path] or unix:///path.sock"
-	u, err := url.Parse(s)
+	u, err := url.Parse(raw)
 	if err != nil {
-		return want
+		return errors.New(want)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		switch {
 		case u.Host == "" || u.Hostname() == "":
-			return "no host; " + want
+			return errors.New("no host; " + want)
 		case u.User != nil:
-			return "credentials in the URL are not supported"
+			return errors.New("credentials in the URL are not supported")
 		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-			return "no query or fragment allowed; " + want
+			return errors.New("no query or fragment allowed; " + want)
 		}
 		if p := u.Port(); p != "" {
 			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return "bad port " + strconv.Quote(p)
+				return errors.New("bad port " + strconv.Quote(p))
 			}
 		} else if strings.HasSuffix(u.Host, ":") {
-			return "empty port; " + want
+			return errors.New("empty port; " + want)
 		}
 	case "unix":
 		switch {
 		case u.Host != "" || u.User != nil:
-			return "a unix socket has no host: write unix:///abs/path.sock"
+			return errors.New("a unix socket has no host: write unix:///abs/path.sock")
 		case !strings.HasPrefix(u.Path, "/") || strings.HasSuffix(u.Path, "/"):
-			return "want an absolute socket path: unix:///abs/path.sock"
+			return errors.New("want an absolute socket path: unix:///abs/path.sock")
 		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-			return "no query or fragment allowed; " + want
+			return errors.New("no query or fragment allowed; " + want)
 		}
 	default:
-		return want
+		return errors.New(want)
 	}
-	return ""
+	return nil
 }
 
 // identity is what makes two locations the same for the duplicate check:

@@ -58,12 +58,12 @@ func TestDecodeOtherSectionErrors(t *testing.T) {
 	root := d.Parse([]byte("listen: 1\nroutes:\n  - location: /a/\n"))
 	d.Errorf(root, "some other section's error")
 	m := d.Map(root)
-	if e := Decode(d, m.Get("routes"), m.Get("default")); e == nil {
+	if e := Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default")); e == nil {
 		t.Fatal("Decode = nil for valid routes after another section's error")
 	}
 	root = d.Parse([]byte("routes:\n  - location: a\n  - location: b\n"))
 	m = d.Map(root)
-	if e := Decode(d, m.Get("routes"), m.Get("default")); e != nil {
+	if e := Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default")); e != nil {
 		t.Fatal("Decode returned an engine for invalid routes")
 	}
 	if n := len(yamlpos.Errors(d.Err())); n != 3 {
@@ -112,7 +112,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		m := d.Map(root)
 		before := d.Failed()
-		e := Decode(d, m.Get("routes"), m.Get("default"))
+		e := Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default"))
 		if before {
 			return
 		}

@@ -27,12 +27,12 @@ func load(t testing.TB, doc string) *Engine {
 func decodeDoc(file string, data []byte) (*Engine, error) {
 	d := yamlpos.NewDecoder(file)
 	root := d.Parse(data)
-	var routes, def *yaml.Node
+	var paths, routes, def *yaml.Node
 	if root != nil {
 		m := d.Map(root)
-		routes, def = m.Get("routes"), m.Get("default")
+		paths, routes, def = m.Get("paths"), m.Get("routes"), m.Get("default")
 	}
-	e := Decode(d, routes, def)
+	e := Decode(d, paths, routes, def)
 	if err := d.Err(); err != nil {
 		if e != nil {
 			return nil, fmt.Errorf("Decode returned an engine despite errors: %w", err)

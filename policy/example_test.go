@@ -20,8 +20,8 @@ routes:
     roles: { all: [admin] }
 default: deny
 `))
-	m := d.Map(root, "routes", "default")
-	engine := policy.Decode(d, m.Get("routes"), m.Get("default"))
+	m := d.Map(root, "paths", "routes", "default")
+	engine := policy.Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default"))
 	if err := d.Err(); err != nil {
 		fmt.Println(err)
 		return

@@ -46,10 +46,14 @@ const (
 // Route is one entry of `routes`, or the `default` route. Routes are built
 // by Decode and never change afterwards.
 type Route struct {
-	// Name is the location string as written in the file ("= /login",
+	// Name is the route's `name` when given (unique among routes), else
+	// the location string as written in the file ("= /login",
 	// "/api/orders/", "~ ^/admin(/|$)"), or "default". It is the metrics
 	// `route` label and the audit `route`.
 	Name string
+	// Location is the location string as written in the file; "" for the
+	// default route.
+	Location string
 	// Index is the position of the route in Engine.Routes.
 	Index int
 	// Auth is the route's `auth` (AuthRequired when not given).
@@ -71,7 +75,10 @@ type Route struct {
 	// methods admitted, literally (HEAD only when listed); nil means every
 	// method.
 	methods   []string
-	line, col int // the location's position, for duplicate errors
+	line, col int       // the location's position, for duplicate errors and warnings
+	sem       semantics // how the route's upstream reads a path (`paths`)
+	// nameLine and nameCol are the position of `name`; 0 when unnamed.
+	nameLine, nameCol int
 
 	deny   bool // the default route of `default: deny`
 	roles  requirement
@@ -83,21 +90,25 @@ type Route struct {
 // all (every one of). A nil list is no requirement.
 type requirement struct {
 	any, all []string
+	// anyDetail and allDetail are the Decision.Detail of a failed any or
+	// all ("roles any [user admin]"), built at load so Decide does not
+	// allocate.
+	anyDetail, allDetail string
 }
 
 func (q requirement) empty() bool { return q.any == nil && q.all == nil }
 
-// met reports whether have satisfies q.
-func (q requirement) met(have []string) bool {
+// unmet reports whether have fails q, with the detail of the failed part.
+func (q *requirement) unmet(have []string) (string, bool) {
 	if q.any != nil && !containsAny(have, q.any) {
-		return false
+		return q.anyDetail, true
 	}
 	for _, w := range q.all {
 		if !slices.Contains(have, w) {
-			return false
+			return q.allDetail, true
 		}
 	}
-	return true
+	return "", false
 }
 
 func containsAny(have, want []string) bool {
@@ -111,7 +122,8 @@ func containsAny(have, want []string) bool {
 
 // claimReq is one `claims` entry: the claim at path must equal the value.
 type claimReq struct {
-	path string
+	path   string
+	detail string // "claim PATH": the path only, never a value
 	// exactly one of these is set, by the YAML type of the required value
 	kind claimKind
 	str  string

@@ -221,7 +221,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 
 	// routes may be absent (SPEC.md 2 does not require it): then default
 	// decides every request, e.g. `default: { auth: required }`.
-	c.Policy = policy.Decode(d, m.Get("routes"), m.Get("default"))
+	c.Policy = policy.Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default"))
 	decodeCORS(d, m.Get("cors"), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
 	c.auditNode = nodeText(m.Get("audit"))
