@@ -43,11 +43,15 @@ func run() int {
 		return 0
 	}
 	if *test {
-		if _, err := proxy.LoadConfig(*configPath); err != nil {
+		cfg, err := proxy.LoadConfig(*configPath)
+		if err != nil {
 			for _, e := range yamlpos.Errors(err) {
 				fmt.Fprintln(os.Stderr, e)
 			}
 			return 1
+		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintln(os.Stderr, w)
 		}
 		fmt.Printf("configuration file %s test is successful\n", *configPath)
 		return 0

@@ -72,7 +72,8 @@ var presets = map[string]semantics{
 // presetNames is the order error messages list the presets in.
 const presetNames = "express, flask, django, spring, aspnet, rails, fastapi or gin"
 
-// decodePaths decodes a `paths` mapping over base: a preset first replaces
+// decodePaths decodes a `paths` mapping over base: a preset ("" is none)
+// first replaces
 // both settings, then `case` and `trailing_slash` given beside it win. A
 // route's `paths` is decoded over the global one, so it overrides it per
 // key (a route preset replaces both, again with the route's own keys
@@ -87,15 +88,15 @@ func decodePaths(d *yamlpos.Decoder, n *yaml.Node, base semantics) (semantics, b
 	}
 	s, ok := base, true
 	var v string
-	if pn := m.Get("preset"); !yamlpos.IsNull(pn) && d.String(pn, &v) {
-		p, found := presets[v]
-		if !found {
+	if pn := m.Get("preset"); !yamlpos.IsNull(pn) {
+		if !d.String(pn, &v) {
+			ok = false
+		} else if p, found := presets[v]; found {
+			s = p
+		} else if v != "" {
 			d.Errorf(pn, "paths.preset: unknown preset %q: want %s", v, presetNames)
 			ok = false
 		}
-		s = p
-	} else if !yamlpos.IsNull(pn) {
-		ok = false
 	}
 	if cn := m.Get("case"); !yamlpos.IsNull(cn) {
 		if !d.String(cn, &v) {

@@ -47,20 +47,27 @@ func (e *Engine) computeWarnings(file string, routesPos yamlpos.Pos) []string {
 		if l.Auth != AuthRequired {
 			continue
 		}
-		b, ok := e.findBypass(l, methods)
-		if !ok {
+		bs := e.findBypasses(l, methods)
+		if len(bs) == 0 {
 			continue
 		}
 		pos := yamlpos.Pos{File: file, Line: l.line, Col: l.col}
-		sem := b.to.sem
-		if sem.declared {
+		if sem := bs[0].to.sem; sem.declared {
+			b := bs[0]
 			out = append(out, yamlpos.Errorf(pos, "warning: location %q can be bypassed: %s %q reaches %s, and its upstream reads that as %q (paths: %s); make this location match it (paths) or add one that does",
 				l.Location, b.method, b.variant, describe(b.to, l), b.path, describeSem(sem)))
 			continue
 		}
 		undeclared = true
-		out = append(out, yamlpos.Errorf(pos, "warning: location %q is exposed if the upstream reads paths %s: %s %q reaches %s, not this location; declare paths",
-			l.Location, reading(b), b.method, b.variant, describe(b.to, l)))
+		var how, what []string
+		for _, b := range bs {
+			if r := reading(b); !slices.Contains(how, r) {
+				how = append(how, r)
+			}
+			what = append(what, fmt.Sprintf("%s %q reaches %s", b.method, b.variant, describe(b.to, l)))
+		}
+		out = append(out, yamlpos.Errorf(pos, "warning: location %q is exposed if the upstream reads paths %s: %s; declare paths",
+			l.Location, strings.Join(how, " or "), strings.Join(what, ", ")))
 	}
 	if undeclared {
 		out = append(out, yamlpos.Errorf(routesPos, "warning: paths is not declared: gatehouse matches paths case-sensitively with a strict trailing slash, and the locations warned about are exposed if the upstream reads them otherwise; set paths.preset (%s) or paths.case and paths.trailing_slash", presetNames))
@@ -78,31 +85,47 @@ func (e *Engine) computeWarnings(file string, routesPos yamlpos.Pos) []string {
 	return lines
 }
 
-// findBypass returns the first bypass of l, trying l's methods (or, when
-// it admits every method, every method some route names, and GET).
-func (e *Engine) findBypass(l *Route, all []string) (bypass, bool) {
+// findBypasses returns the bypasses of l, trying l's methods (or, when it
+// admits every method, GET and every method some route names): with
+// declared paths the first one; without, the first that changes the case
+// and the first that changes only the trailing slash, so the warning names
+// both kinds of spelling.
+func (e *Engine) findBypasses(l *Route, all []string) []bypass {
 	methods := l.methods
 	if methods == nil {
 		methods = all
 	}
+	var out []bypass
+	var fold, slash bool
 	for _, m := range methods {
 		for _, s := range l.samples() {
 			if e.Match(m, s) != l {
 				continue // not a path l decides for m
 			}
 			for _, v := range variants(s) {
+				if v.fold && fold || !v.fold && slash {
+					continue
+				}
 				w := e.Match(m, v.path)
 				if w == l || w.deny || w.Upstream != l.Upstream || !weaker(w, l) {
 					continue
 				}
-				if sem := w.sem; sem.declared && (v.fold && !sem.fold || v.slash && !sem.ignoreSlash) {
+				sem := w.sem
+				if sem.declared && (v.fold && !sem.fold || v.slash && !sem.ignoreSlash) {
 					continue // the upstream tells the spellings apart
 				}
-				return bypass{path: s, variant: v.path, method: m, fold: v.fold, slash: v.slash, to: w}, true
+				out = append(out, bypass{path: s, variant: v.path, method: m, fold: v.fold, slash: v.slash, to: w})
+				if sem.declared {
+					return out
+				}
+				fold, slash = fold || v.fold, slash || !v.fold
+				if fold && slash {
+					return out
+				}
 			}
 		}
 	}
-	return bypass{}, false
+	return out
 }
 
 // probeMethods is GET and every method some route lists, sorted.

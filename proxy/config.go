@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"net/url"
 	"strings"
 	"time"
 
@@ -48,6 +47,10 @@ type Config struct {
 	Policy *policy.Engine
 	CORS   CORSConfig
 	Audit  audit.Config
+
+	// Warnings are what `-t` prints to stderr (exit 0) and a start or
+	// reload logs, each "FILE:LINE:COL: warning: message" (SPEC.md 15).
+	Warnings []string
 
 	LogLevel slog.Level
 
@@ -139,7 +142,7 @@ func defaultConfig(file string) *Config {
 var topLevelKeys = []string{
 	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
-	"routes", "default", "audit", "log", "cors",
+	"paths", "routes", "default", "audit", "log", "cors",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -178,7 +181,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 		}
 	}
 	if n := d.Require(m, "upstream"); n != nil && d.String(n, &c.Upstream) {
-		if err := checkUpstream(c.Upstream); err != nil {
+		if err := policy.CheckUpstream(c.Upstream); err != nil {
 			d.Errorf(n, "upstream: %v", err)
 		}
 	}
@@ -239,6 +242,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
+	c.Warnings = c.Policy.Warnings()
 	return c, nil
 }
 
@@ -406,29 +410,6 @@ func decodeTrusted(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
 		}
 		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
 	}
-}
-
-func checkUpstream(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL", s)
-	}
-	switch u.Scheme {
-	case "http", "https":
-		if u.Host == "" {
-			return fmt.Errorf("%q has no host", s)
-		}
-		if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return fmt.Errorf("%q must not carry a query, fragment or user info", s)
-		}
-	case "unix":
-		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
-			return fmt.Errorf("%q: write unix sockets as unix:///absolute/path.sock", s)
-		}
-	default:
-		return fmt.Errorf("%q: scheme must be http, https or unix", s)
-	}
-	return nil
 }
 
 func splitHostPort(addr string) (string, string, error) {
