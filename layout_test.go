@@ -10,13 +10,15 @@ const module = "github.com/gatehouse/gatehouse/"
 
 // TestDependencyDirection holds the layout's line: main → proxy → policy,
 // jwks, audit; none of those three import proxy or each other, policy stays
-// free of net/http, jwx and prometheus, and yamlpos is a leaf.
+// free of net/http, jwx and prometheus, and yamlpos and claimpath are leaves.
 func TestDependencyDirection(t *testing.T) {
 	forbidden := map[string][]string{
 		"policy":           {module + "proxy", module + "jwks", module + "audit", "net/http", "github.com/lestrrat-go/jwx", "github.com/prometheus", "github.com/rabbitmq"},
 		"jwks":             {module + "proxy", module + "policy", module + "audit", "github.com/rabbitmq"},
 		"audit":            {module + "proxy", module + "policy", module + "jwks", "github.com/lestrrat-go/jwx"},
 		"internal/yamlpos": {module + "proxy", module + "policy", module + "jwks", module + "audit", "net/http"},
+		// claimpath is the one claim-path rule, for jwks, policy and proxy alike.
+		"internal/claimpath": {module + "proxy", module + "policy", module + "jwks", module + "audit", module + "internal/yamlpos", "gopkg.in/yaml.v3"},
 	}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-deps", "./"+pkg).CombinedOutput()

@@ -2,16 +2,15 @@ package policy
 
 import (
 	"testing"
+
+	"github.com/gatehouse/gatehouse/internal/claimpath"
 )
 
-// claimMap is a Claims over a flat map (the jwks package implements the real
-// one with dotted paths).
+// claimMap is a Claims over decoded claims, by the one claim-path rule
+// the jwks package's real one follows (internal/claimpath).
 type claimMap map[string]any
 
-func (m claimMap) Claim(path string) (any, bool) {
-	v, ok := m[path]
-	return v, ok
-}
+func (m claimMap) Claim(path string) (any, bool) { return claimpath.InMap(m, path) }
 
 const decideConfig = `
 routes:

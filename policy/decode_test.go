@@ -130,3 +130,38 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckUpstream: the one upstream validator, for the global upstream
+// (proxy) and per-route ones alike.
+func TestCheckUpstream(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want string // "" when valid; else a part of the error
+	}{
+		{"http://127.0.0.1:3000", ""},
+		{"https://app.internal/base", ""},
+		{"http://[::1]:8080", ""},
+		{"unix:///run/app.sock", ""},
+		{"http://127.0.0.1:0", `bad port "0"`},
+		{"http://127.0.0.1:65536", `bad port "65536"`},
+		{"http://127.0.0.1:", "empty port"},
+		{"http://user:pw@app", "credentials"},
+		{"http://app/?q=1", "no query or fragment"},
+		{"http://app/#f", "no query or fragment"},
+		{"http:///x", "no host"},
+		{"ftp://x", "want http://"},
+		{"unix://host/x.sock", "no host"},
+		{"unix:///run/", "absolute socket path"},
+		{"unix:relative.sock", "absolute socket path"},
+		{"::", "want http://"},
+	}
+	for _, tt := range tests {
+		err := CheckUpstream(tt.raw)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("CheckUpstream(%q) = %v, want nil", tt.raw, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("CheckUpstream(%q) = %v, want an error containing %q", tt.raw, err, tt.want)
+		}
+	}
+}

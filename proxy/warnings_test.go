@@ -78,3 +78,16 @@ func TestConfigTestWarnings(t *testing.T) {
 		t.Errorf("stderr =\n%s", stderr.String())
 	}
 }
+
+// TestConfigUpstreamPort: the global upstream goes through the one
+// validator (policy.CheckUpstream), which range-checks the port.
+func TestConfigUpstreamPort(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "g.yaml")
+	bad := strings.Replace(warnConfig, "127.0.0.1:3000", "127.0.0.1:70000", 1)
+	if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proxy.LoadConfig(file); err == nil || !strings.Contains(err.Error(), file+`:2:11: upstream: bad port "70000"`) {
+		t.Fatalf("LoadConfig = %v, want the port refused at 2:11", err)
+	}
+}
