@@ -12,8 +12,15 @@ import (
 // as ^/reN/[0-9]+$ and unanchored ones such as \.extN$ that every request
 // falling through to the regexes must try); without mixed, n plain prefixes.
 // It returns request paths that hit each kind and miss.
-func benchEngine(b *testing.B, n int, mixed bool) (*Engine, []string) {
+//
+// paths, when not "", is the global `paths` value (e.g. "{ preset: express }"):
+// the same table then matches case-insensitively or ignoring the trailing
+// slash, and the sample paths are spelled in upper case.
+func benchEngine(b *testing.B, n int, mixed bool, pathsValue string) (*Engine, []string) {
 	var doc strings.Builder
+	if pathsValue != "" {
+		fmt.Fprintf(&doc, "paths: %s\n", pathsValue)
+	}
 	doc.WriteString("routes:\n")
 	var paths []string
 	for i := range n {
@@ -38,6 +45,7 @@ func benchEngine(b *testing.B, n int, mixed bool) (*Engine, []string) {
 		fmt.Fprintf(&doc, "  - location: %s\n", quoteYAML(loc))
 	}
 	paths = append(paths, "/nothing/here", "/svc1/other")
+	fold := strings.Contains(pathsValue, "express")
 	e := load(b, doc.String())
 	// A fixed pseudo-random sample of 64 paths over the whole table, so
 	// every kind of route is hit in its share.
@@ -45,6 +53,9 @@ func benchEngine(b *testing.B, n int, mixed bool) (*Engine, []string) {
 	sample := make([]string, 64)
 	for i := range sample {
 		sample[i] = paths[rng.IntN(len(paths))]
+		if fold {
+			sample[i] = strings.ToUpper(sample[i])
+		}
 	}
 	return e, sample
 }
@@ -54,15 +65,18 @@ func BenchmarkMatch(b *testing.B) {
 		name  string
 		n     int
 		mixed bool
+		paths string
 	}{
-		{"mixed-10", 10, true},
-		{"mixed-100", 100, true},
-		{"mixed-1000", 1000, true},
-		{"prefix-100", 100, false},
-		{"prefix-1000", 1000, false},
+		{"mixed-10", 10, true, ""},
+		{"mixed-100", 100, true, ""},
+		{"mixed-1000", 1000, true, ""},
+		{"prefix-100", 100, false, ""},
+		{"prefix-1000", 1000, false, ""},
+		{"express-mixed-100", 100, true, "{ preset: express }"},
+		{"express-prefix-1000", 1000, false, "{ preset: express }"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e, paths := benchEngine(b, bc.n, bc.mixed)
+			e, paths := benchEngine(b, bc.n, bc.mixed, bc.paths)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {

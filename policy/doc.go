@@ -1,8 +1,10 @@
 // Package policy owns route matching and decisions: path normalisation (the
 // one canonical path that is both matched and forwarded), nginx-style location
 // matching compiled once per config, and the allow/deny decision of a route
-// for a verified subject. It must not import net/http, jwx, prometheus or any
-// other gatehouse package but internal/yamlpos.
+// for a verified subject, with the detail of a denial. It must not import
+// net/http, jwx, prometheus or any other gatehouse package but
+// internal/yamlpos. It reads claims only through Claims (jwks implements
+// it by the one rule of internal/claimpath).
 //
 // Per request the proxy calls, in this order:
 //
@@ -36,4 +38,33 @@
 //     ';' as well ("..;jsessionid=1"): Tomcat strips the parameters first.
 //   - Raw bytes that have no place in a path (space, '"', '{', bytes >= 0x80
 //     after a UTF-8 check) are percent-encoded in the canonical form.
+//   - `paths` (SPEC.md 15): a route's `paths` is applied over the global
+//     one key by key: its `case` or `trailing_slash` alone overrides just
+//     that key; its `preset` replaces both (and its own keys beside it win
+//     again). `default` reads paths as the global `paths` says. A preset
+//     that redirects the other spelling (Flask, Django, FastAPI, Gin) is
+//     strict: the redirect comes back through gatehouse and is checked;
+//     the table with sources is at presets (paths.go).
+//   - `case: insensitive` folds ASCII letters only. The canonical path is
+//     ASCII (everything else is %XX with upper-case hex), so É (%C3%89) and
+//     é (%C3%A9) stay apart, and matching needs no lower-cased copy of the
+//     path: the insensitive prefixes live in their own radix tree, keyed
+//     in lower case, walked with a byte-wise fold.
+//   - `trailing_slash: ignore` is symmetric for exact locations (= /p/
+//     matches /p too); a prefix /p/ matches /p with the length of /p/ for
+//     the longest-prefix rule; a regex is also tried on the path without
+//     its trailing slash (not with one added, which would cost an
+//     allocation; -t warns where that leaves a gap it can see).
+//   - A route `name` must be non-empty, printable, not "default", and
+//     unique among labels: no other route's name, and not the location of
+//     an unnamed route (whose label that is). Unnamed routes on one
+//     location keep sharing it as their label.
+//   - The -t warnings probe sample paths of each location that requires a
+//     token (the path of = /p; a prefix and a path under it; the literal
+//     start of a regex) spelled in other case and slash, through Match. A
+//     spelling that reaches a weaker route of the same upstream is a
+//     bypass when that route's `paths` reads it as the original (or
+//     `paths` is undeclared). Nothing is printed when nothing is exposed,
+//     the "paths is not declared" warning included, so a warning is always
+//     worth reading.
 package policy

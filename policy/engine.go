@@ -189,7 +189,7 @@ func (e *Engine) Match(method, path string) *Route {
 	}
 	for i := range e.regex {
 		x := &e.regex[i]
-		if x.r.admits(method) && (x.matches(path) || x.ignoreSlash && len(path) > 1 && path[len(path)-1] == '/' && x.matches(path[:len(path)-1])) {
+		if x.matches(method, path) || x.ignoreSlash && len(path) > 1 && path[len(path)-1] == '/' && x.matches(method, path[:len(path)-1]) {
 			return x.r
 		}
 	}
@@ -219,13 +219,15 @@ func (e *Engine) matchExact(method, path string) *Route {
 	return best
 }
 
-// matches runs the literal prefilters, then the regex.
-func (x *regexEntry) matches(path string) bool {
+// matches runs the literal prefilters (inline in the entry, so most
+// entries are ruled out without touching the route), then the method and
+// the regex.
+func (x *regexEntry) matches(method, path string) bool {
 	if x.pre != "" && !hasPrefix(path, x.pre, x.preFold) ||
 		x.suf != "" && !hasSuffix(path, x.suf, x.sufFold) {
 		return false
 	}
-	return x.r.re.MatchString(path)
+	return x.r.admits(method) && x.r.re.MatchString(path)
 }
 
 // exactMatches reports whether the exact location matches path under the
