@@ -550,18 +550,27 @@ func CheckUpstream(raw string) error {
 
 // identity is what makes two locations the same for the duplicate check:
 // "/x" and "^~ /x" are the same prefix (nginx refuses that pair as a
-// duplicate location too).
+// duplicate location too). Under `paths`, so are locations that match the
+// same paths: "/admin/" and "/ADMIN/" when both are case insensitive,
+// "= /p" and "= /p/" when both ignore the trailing slash.
 type identity struct {
-	class kind
-	value string
+	class       kind
+	value       string
+	fold, slash bool
 }
 
 func identityOf(r *Route) identity {
-	k := r.kind
-	if k == kindPrefixStop {
-		k = kindPrefix
+	id := identity{class: r.kind, value: r.value, fold: r.sem.fold}
+	if id.class == kindPrefixStop {
+		id.class = kindPrefix
 	}
-	return identity{k, r.value}
+	if id.fold && id.class != kindRegex && id.class != kindRegexFold {
+		id.value = foldString(id.value)
+	}
+	if r.kind == kindExact && r.sem.ignoreSlash {
+		id.value, id.slash = trimSlash(id.value), true
+	}
+	return id
 }
 
 // checkDuplicates reports a route whose location and methods overlap an

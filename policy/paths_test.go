@@ -382,3 +382,27 @@ routes:
 		t.Errorf("Methods with a permissive default = %q, %v, want nil, true", got, every)
 	}
 }
+
+// TestPathsDuplicates: locations that match the same paths under their
+// `paths` are duplicates; the same spellings under different semantics
+// are not.
+func TestPathsDuplicates(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"folded prefix", "paths: { case: insensitive }\nroutes:\n  - location: /admin/\n  - location: /ADMIN/\n", `test.yaml:4:15: duplicate location "/ADMIN/"`},
+		{"slashed exact", "paths: { trailing_slash: ignore }\nroutes:\n  - location: = /p\n  - location: = /p/\n", `test.yaml:4:15: duplicate location "= /p/"`},
+		{"folded regex source differs", "paths: { case: insensitive }\nroutes:\n  - location: ~ ^/a\n  - location: ~ ^/A\n", ""},
+		{"different semantics", "routes:\n  - location: /admin/\n  - location: /ADMIN/\n    paths: { case: insensitive }\n", ""},
+		{"strict slashes", "routes:\n  - location: = /p\n  - location: = /p/\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := decodeDoc("test.yaml", []byte(tt.doc))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Decode error = %v, want none", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Decode error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
