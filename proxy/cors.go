@@ -174,30 +174,23 @@ func isToken(s string) bool {
 }
 
 // methodLister is what answer mode needs from the policy: the methods of
-// the routes whose location matches path, matched by path alone.
-//
-// policy.Engine.Methods(path) is on its way from the policy branch; until
-// it lands, engineMethods asks Match once per standard method. When it
-// does, newCORS can take the Engine itself, if its Methods keeps this
-// contract: nil when no route's location matches, the standard methods
-// for a route that admits every method.
+// the routes whose location matches path, matched by path alone; nil when
+// no route's location matches, the standard methods for a route that
+// admits every method.
 type methodLister interface {
 	Methods(path string) []string
 }
 
-// engineMethods is the stand-in for policy.Engine.Methods: a standard
-// method is listed when Match finds a route other than the default for it.
-// It misses non-standard methods that a route lists.
+// engineMethods adapts policy.Engine.Methods, which reports "every method"
+// apart (a route without `methods`, or no route and a permissive default),
+// to that contract: every method is the standard ones here.
 type engineMethods struct{ e *policy.Engine }
 
 func (m engineMethods) Methods(path string) []string {
-	var out []string
-	for _, meth := range standardMethods {
-		if m.e.Match(meth, path) != m.e.Default() {
-			out = append(out, meth)
-		}
+	if ms, every := m.e.Methods(path); !every {
+		return ms
 	}
-	return out
+	return standardMethods
 }
 
 // corsPolicy is the compiled `cors` section of one Handler.
