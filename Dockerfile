@@ -2,7 +2,11 @@
 #   docker build --build-arg VERSION=v0.1.0 -t gatehouse .
 #   docker run -v $PWD/gatehouse.yaml:/etc/gatehouse/gatehouse.yaml:ro -p 8080:8080 -p 9090:9090 gatehouse
 
-FROM golang:1.26 AS build
+# go1.27.3: Go 1.26.8 and earlier carry standard-library vulnerabilities
+# reachable from gatehouse (README.md, "Go version"). Pinned to the patch
+# release: the official images set GOTOOLCHAIN=local, so go.mod's toolchain
+# line would not make an older image fetch it.
+FROM golang:1.27.3 AS build
 ARG VERSION=dev
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -201,8 +201,8 @@ func benchPublish(b *testing.B, consume bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Clean up on a fresh connection: this one may have been closed
-	// meanwhile (another test's rabbitmqctl close_all_connections).
+	// Clean up on a fresh connection: this one may be gone by then (a
+	// benchmark that failed half way).
 	defer deleteTopology(url, exchange, queue)
 	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
 		b.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -129,6 +130,8 @@ func DecodeConfig(d *yamlpos.Decoder, n *yaml.Node) Config {
 		} else {
 			d.Errorf(m.Node, "missing required key %q (sink file)", "file")
 		}
+	} else if c.Sink == SinkFile {
+		checkFile(d, fileNode, c.File)
 	}
 	var i64 int64
 	if d.Int(m.Get("queue_size"), 1, &i64) {
@@ -151,18 +154,79 @@ func DecodeConfig(d *yamlpos.Decoder, n *yaml.Node) Config {
 	return c
 }
 
+// access(2) modes; package syscall does not name them.
+const (
+	wOK = 0x2
+	xOK = 0x1
+)
+
+// checkFile reports, for `gatehouse -t`, an audit.file that New could not
+// open for appending (SPEC.md 2: its directory must exist and be
+// writable): a directory in its place, a file this process cannot write,
+// or a directory that is missing or not writable. New does not create
+// directories for it, so a typo in the path fails here rather than at
+// start. Checked with access(2), so -t leaves nothing behind.
+func checkFile(d *yamlpos.Decoder, n *yaml.Node, path string) {
+	info, err := os.Stat(path)
+	switch {
+	case err == nil && info.IsDir():
+		d.Errorf(n, "audit.file %s is a directory", path)
+		return
+	case err == nil:
+		if syscall.Access(path, wOK) != nil {
+			d.Errorf(n, "audit.file %s is not writable", path)
+		}
+		return
+	case !errors.Is(err, os.ErrNotExist):
+		d.Errorf(n, "audit.file: %v", unwrapPath(err))
+		return
+	}
+	dir := filepath.Dir(path)
+	info, err = os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		d.Errorf(n, "audit.file: directory %s does not exist", dir)
+	case err != nil:
+		d.Errorf(n, "audit.file: %v", unwrapPath(err))
+	case !info.IsDir():
+		d.Errorf(n, "audit.file: %s is not a directory", dir)
+	case syscall.Access(dir, wOK|xOK) != nil:
+		d.Errorf(n, "audit.file: directory %s is not writable", dir)
+	}
+}
+
 // checkSpoolDir reports, for `gatehouse -t`, a spool_dir that New would
 // refuse: a non-directory in the way, or a directory this process cannot
-// write. A missing directory is fine (New creates it).
+// write. A missing directory is fine when New can create it (MkdirAll):
+// its nearest existing ancestor must be a writable directory.
 func checkSpoolDir(d *yamlpos.Decoder, n *yaml.Node, dir string) {
 	info, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		parent := dir
+		for {
+			next := filepath.Dir(parent)
+			if next == parent {
+				return // the root itself is missing: nothing more to check
+			}
+			parent = next
+			if info, err = os.Stat(parent); !errors.Is(err, os.ErrNotExist) {
+				break
+			}
+		}
+		switch {
+		case err != nil:
+			d.Errorf(n, "spool_dir: %v", unwrapPath(err))
+		case !info.IsDir():
+			d.Errorf(n, "spool_dir %s cannot be created: %s is not a directory", dir, parent)
+		case syscall.Access(parent, wOK|xOK) != nil:
+			d.Errorf(n, "spool_dir %s cannot be created: %s is not writable", dir, parent)
+		}
 	case err != nil:
 		d.Errorf(n, "spool_dir: %v", unwrapPath(err))
 	case !info.IsDir():
 		d.Errorf(n, "spool_dir %s is not a directory", dir)
-	case syscall.Access(dir, 0x2|0x1) != nil: // W_OK|X_OK
+	case syscall.Access(dir, wOK|xOK) != nil:
 		d.Errorf(n, "spool_dir %s is not writable", dir)
 	}
 }

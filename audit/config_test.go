@@ -64,14 +64,14 @@ func TestDecodeConfig(t *testing.T) {
   sink: rabbitmq
   events: [deny]
   queue_size: 50
-  spool_dir: /var/spool/gh
+  spool_dir: ` + dir + `/gh
   spool_max_bytes: 1048576
   rabbitmq:
     url_env: AUDIT_TEST_URL
     exchange: ex
     routing_key: "a.{decision}.{reason}"
 `,
-			want: Config{Sink: "rabbitmq", Events: []string{"deny"}, QueueSize: 50, SpoolDir: "/var/spool/gh", SpoolMaxBytes: 1 << 20,
+			want: Config{Sink: "rabbitmq", Events: []string{"deny"}, QueueSize: 50, SpoolDir: dir + "/gh", SpoolMaxBytes: 1 << 20,
 				RabbitMQ: RabbitMQConfig{URL: "amqp://u:envs3cret@127.0.0.1:5672/", URLEnv: "AUDIT_TEST_URL", Exchange: "ex", RoutingKey: "a.{decision}.{reason}"}},
 		},
 		{
@@ -82,8 +82,8 @@ func TestDecodeConfig(t *testing.T) {
 		},
 		{
 			name: "file sink",
-			src:  "audit:\n  sink: file\n  file: /tmp/a.jsonl\n  events: []\n",
-			want: Config{Sink: "file", Events: []string{}, File: "/tmp/a.jsonl", QueueSize: 10000, SpoolMaxBytes: 1 << 30,
+			src:  "audit:\n  sink: file\n  file: " + dir + "/a.jsonl\n  events: []\n",
+			want: Config{Sink: "file", Events: []string{}, File: dir + "/a.jsonl", QueueSize: 10000, SpoolMaxBytes: 1 << 30,
 				RabbitMQ: DefaultConfig().RabbitMQ},
 		},
 		{
@@ -155,8 +155,46 @@ func TestDecodeConfig(t *testing.T) {
 		},
 		{
 			name: "small spool",
-			src:  "audit:\n  spool_dir: /x\n  spool_max_bytes: 10\n",
+			src:  "audit:\n  spool_dir: " + dir + "/x\n  spool_max_bytes: 10\n",
 			errs: []string{`gatehouse.yaml:3:20: spool_max_bytes must be at least 65536`},
+		},
+		{
+			name: "spool_dir created under a missing parent",
+			src:  "audit:\n  spool_dir: " + dir + "/new/spool\n",
+			want: Config{Sink: "stdout", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolDir: dir + "/new/spool",
+				SpoolMaxBytes: 1 << 30, RabbitMQ: DefaultConfig().RabbitMQ},
+		},
+		{
+			name: "spool_dir under a file",
+			src:  "audit:\n  spool_dir: " + urlFile + "/spool\n",
+			errs: []string{"gatehouse.yaml:2:14: spool_dir: " + urlFile + "/spool: not a directory"},
+		},
+		{
+			name: "file sink, directory missing",
+			src:  "audit:\n  sink: file\n  file: " + dir + "/logs/audit.jsonl\n",
+			errs: []string{"gatehouse.yaml:3:9: audit.file: directory " + dir + "/logs does not exist"},
+		},
+		{
+			name: "file sink, a directory in its place",
+			src:  "audit:\n  sink: file\n  file: " + dir + "\n",
+			errs: []string{"gatehouse.yaml:3:9: audit.file " + dir + " is a directory"},
+		},
+		{
+			name: "file sink under a file",
+			src:  "audit:\n  sink: file\n  file: " + urlFile + "/audit.jsonl\n",
+			errs: []string{"gatehouse.yaml:3:9: audit.file: " + urlFile + "/audit.jsonl: not a directory"},
+		},
+		{
+			name: "file sink, file exists",
+			src:  "audit:\n  sink: file\n  file: " + urlFile + "\n",
+			want: Config{Sink: "file", Events: []string{"allow", "deny"}, File: urlFile, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
+				RabbitMQ: DefaultConfig().RabbitMQ},
+		},
+		{
+			name: "audit.file not checked unless sink file",
+			src:  "audit:\n  sink: stdout\n  file: " + dir + "/logs/audit.jsonl\n",
+			want: Config{Sink: "stdout", Events: []string{"allow", "deny"}, File: dir + "/logs/audit.jsonl", QueueSize: 10000,
+				SpoolMaxBytes: 1 << 30, RabbitMQ: DefaultConfig().RabbitMQ},
 		},
 	}
 	for _, tt := range tests {
@@ -190,5 +228,27 @@ func TestConfigEqual(t *testing.T) {
 	b.Events = []string{"deny"}
 	if a.Equal(b) {
 		t.Error("configs with different events are Equal")
+	}
+}
+
+// TestDecodeConfigNotWritable: -t refuses an audit.file or spool_dir this
+// process cannot write. Permission bits do not stop root, so as root the
+// test has nothing to show and skips.
+func TestDecodeConfigNotWritable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("running as root: permission bits do not deny writes")
+	}
+	dir := filepath.Join(t.TempDir(), "ro")
+	if err := os.Mkdir(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	_, errs := decode(t, "audit:\n  sink: file\n  file: "+dir+"/audit.jsonl\n  spool_dir: "+dir+"/spool\n")
+	want := []string{
+		"gatehouse.yaml:3:9: audit.file: directory " + dir + " is not writable",
+		"gatehouse.yaml:4:14: spool_dir " + dir + "/spool cannot be created: " + dir + " is not writable",
+	}
+	if !slices.Equal(errs, want) {
+		t.Errorf("errors =\n%s\nwant\n%s", strings.Join(errs, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -21,7 +21,9 @@
 // microseconds, datacontenttype application/json. data always holds
 // request_id, decision, reason, status, route, method, path, host,
 // client_ip and duration_ms (float, milliseconds); subject, issuer, jti and
-// roles are left out when empty (roles is never []).
+// roles are left out when empty (roles is never []). Strings are written
+// by internal/jsonx.AppendString: encoding/json's bytes without its
+// allocations (the measurement is in that package's comment).
 //
 // # Results (gatehouse_audit_events_total{sink,result})
 //

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/gatehouse/gatehouse/internal/jsonx"
 )
 
 // Event is one decision, filled by the proxy on the request path. It is
@@ -110,42 +112,42 @@ const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 // every other data field is always present.
 func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byte {
 	b = append(b, `{"specversion":"1.0","type":`...)
-	b = appendString(b, EventType(ev.Decision))
+	b = jsonx.AppendString(b, EventType(ev.Decision))
 	b = append(b, `,"source":`...)
-	b = appendString(b, source)
+	b = jsonx.AppendString(b, source)
 	b = append(b, `,"id":`...)
-	b = appendString(b, id)
+	b = jsonx.AppendString(b, id)
 	b = append(b, `,"time":"`...)
 	b = t.UTC().AppendFormat(b, timeLayout)
 	b = append(b, `","datacontenttype":"application/json","data":{"request_id":`...)
-	b = appendString(b, ev.RequestID)
+	b = jsonx.AppendString(b, ev.RequestID)
 	b = append(b, `,"decision":`...)
-	b = appendString(b, ev.Decision)
+	b = jsonx.AppendString(b, ev.Decision)
 	b = append(b, `,"reason":`...)
-	b = appendString(b, ev.Reason)
+	b = jsonx.AppendString(b, ev.Reason)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(ev.Status), 10)
 	b = append(b, `,"route":`...)
-	b = appendString(b, ev.Route)
+	b = jsonx.AppendString(b, ev.Route)
 	b = append(b, `,"method":`...)
-	b = appendString(b, ev.Method)
+	b = jsonx.AppendString(b, ev.Method)
 	b = append(b, `,"path":`...)
-	b = appendString(b, ev.Path)
+	b = jsonx.AppendString(b, ev.Path)
 	b = append(b, `,"host":`...)
-	b = appendString(b, ev.Host)
+	b = jsonx.AppendString(b, ev.Host)
 	b = append(b, `,"client_ip":`...)
-	b = appendString(b, ev.ClientIP)
+	b = jsonx.AppendString(b, ev.ClientIP)
 	if ev.Subject != "" {
 		b = append(b, `,"subject":`...)
-		b = appendString(b, ev.Subject)
+		b = jsonx.AppendString(b, ev.Subject)
 	}
 	if ev.Issuer != "" {
 		b = append(b, `,"issuer":`...)
-		b = appendString(b, ev.Issuer)
+		b = jsonx.AppendString(b, ev.Issuer)
 	}
 	if ev.JTI != "" {
 		b = append(b, `,"jti":`...)
-		b = appendString(b, ev.JTI)
+		b = jsonx.AppendString(b, ev.JTI)
 	}
 	if len(ev.Roles) > 0 {
 		b = append(b, `,"roles":[`...)
@@ -153,13 +155,13 @@ func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byt
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, r)
+			b = jsonx.AppendString(b, r)
 		}
 		b = append(b, ']')
 	}
 	if ev.Detail != "" {
 		b = append(b, `,"detail":`...)
-		b = appendString(b, ev.Detail)
+		b = jsonx.AppendString(b, ev.Detail)
 	}
 	if ev.GRPCStatus != 0 {
 		b = append(b, `,"grpc_status":`...)
@@ -167,78 +169,17 @@ func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byt
 	}
 	if sh := ev.Shadow; sh != nil {
 		b = append(b, `,"shadow":{"route":`...)
-		b = appendString(b, sh.Route)
+		b = jsonx.AppendString(b, sh.Route)
 		b = append(b, `,"decision":`...)
-		b = appendString(b, sh.Decision)
+		b = jsonx.AppendString(b, sh.Decision)
 		b = append(b, `,"reason":`...)
-		b = appendString(b, sh.Reason)
+		b = jsonx.AppendString(b, sh.Reason)
 		b = append(b, '}')
 	}
 	b = append(b, `,"duration_ms":`...)
 	b = strconv.AppendFloat(b, float64(ev.Duration)/float64(time.Millisecond), 'f', -1, 64)
 	b = append(b, "}}"...)
 	return b
-}
-
-const hexDigits = "0123456789abcdef"
-
-// safeASCII marks the ASCII bytes appendString copies unescaped.
-var safeASCII = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-	}
-	return t
-}()
-
-// appendString appends s as a JSON string. It escapes what RFC 8259 requires
-// plus U+2028/U+2029 and <, >, & (as encoding/json does, so the output is safe
-// to embed in HTML or JavaScript), and replaces invalid UTF-8 with U+FFFD.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if safeASCII[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // routingKey substitutes {decision} and {reason} in tmpl.

@@ -97,25 +97,6 @@ func TestAppendCloudEvent(t *testing.T) {
 	}
 }
 
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "plain", "\"\\\n\t\x00", "é\u2028\xff\xfe", "<>&"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b := appendString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("appendString(%q) = %s: invalid JSON: %v", s, b, err)
-		}
-		want, _ := json.Marshal(s)
-		var w string
-		_ = json.Unmarshal(want, &w)
-		if got != w {
-			t.Fatalf("appendString(%q) decodes to %q, want %q", s, got, w)
-		}
-	})
-}
-
 var idPattern = regexp.MustCompile(`"id":"([0-9a-f]{32})"`)
 
 // TestStdoutGolden checks sink stdout's exact output; ids are random per

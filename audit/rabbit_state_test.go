@@ -41,7 +41,7 @@ func TestRabbitDecisions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &Emitter{q: make(chan *Event, 10)}
+			e := &Emitter{q: make(chan *Event, 10), now: func() time.Time { return now }}
 			for range tt.queued {
 				e.q <- &Event{}
 			}
@@ -56,7 +56,7 @@ func TestRabbitDecisions(t *testing.T) {
 				r.spool = mustOpen(t, t.TempDir(), 1<<20, 1<<20)
 				defer r.spool.close()
 			}
-			if got := r.canPublish(now); got != tt.publish {
+			if got := r.canPublish(); got != tt.publish {
 				t.Errorf("canPublish = %v, want %v", got, tt.publish)
 			}
 			if got := r.acceptQueue(now, tt.stopping); got != tt.readsQueue {
@@ -71,7 +71,8 @@ func TestRabbitDecisions(t *testing.T) {
 // spool record released, a nacked one is retried.
 func TestRabbitConfirmReturned(t *testing.T) {
 	m := NewMetrics(nil)
-	e := &Emitter{cfg: Config{Sink: SinkRabbitMQ}, m: m, c: m.forSink(SinkRabbitMQ)}
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	e := &Emitter{cfg: Config{Sink: SinkRabbitMQ}, m: m, c: m.forSink(SinkRabbitMQ), now: func() time.Time { return now }}
 	r := &rabbit{e: e, log: slog.New(slog.DiscardHandler), returned: map[string]bool{}, link: link{returns: make(chan amqp.Return, 4)}}
 	r.spool = mustOpen(t, t.TempDir(), 1<<20, 1<<20)
 	defer r.spool.close()
@@ -98,8 +99,8 @@ func TestRabbitConfirmReturned(t *testing.T) {
 	h := r.holds["auth.allow"]
 	if h == nil || len(h.parked) != 1 || h.parked[0].m.id != "id-0002" || r.nParked != 1 {
 		t.Errorf("holds = %v, nParked = %d; want id-0002 parked under auth.allow", r.holds, r.nParked)
-	} else if !h.until.After(time.Now()) {
-		t.Error("a returned message did not pause its routing key")
+	} else if want := now.Add(returnHold); !h.until.Equal(want) {
+		t.Errorf("held until %v, want %v (the emitter's clock + %v)", h.until, want, returnHold)
 	}
 	if r.holds["auth.deny"] != nil {
 		t.Error("a returned message held another routing key")
@@ -117,7 +118,7 @@ func TestRabbitConfirmReturned(t *testing.T) {
 // and must not spin on the closed ones (a closed channel is always ready).
 func TestRabbitLostWithClosedNotifications(t *testing.T) {
 	m := NewMetrics(nil)
-	e := &Emitter{cfg: Config{Sink: SinkRabbitMQ}, m: m, c: m.forSink(SinkRabbitMQ)}
+	e := &Emitter{cfg: Config{Sink: SinkRabbitMQ}, m: m, c: m.forSink(SinkRabbitMQ), now: time.Now}
 	r := &rabbit{e: e, log: slog.New(slog.DiscardHandler), returned: map[string]bool{}, backoff: backoffMin}
 	r.confirms = make(chan amqp.Confirmation, 4)
 	r.returns = make(chan amqp.Return, 4)
@@ -170,7 +171,8 @@ func TestRabbitReturnedKeyParked(t *testing.T) {
 	logs := &logRecorder{}
 	r := &rabbit{e: e, log: slog.New(logs), returned: map[string]bool{}, holds: map[string]*keyHold{}}
 	r.ch = &amqp.Channel{} // never called: every message here is parked
-	now := time.Now()
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	e.now = func() time.Time { return now }
 	r.onReturned(nil, pending{m: allowMsg(0)})
 	for i := 1; i <= maxParked+10; i++ {
 		r.send(pending{m: allowMsg(i)}, now)
@@ -184,14 +186,14 @@ func TestRabbitReturnedKeyParked(t *testing.T) {
 	if !logs.has("audit events dropped: the routing key has no bound queue") || !strings.Contains(logs.all(), "routing_key=auth.allow") {
 		t.Errorf("drops not logged with the routing key:\n%s", logs.all())
 	}
-	if !r.canPublish(now) {
+	if !r.canPublish() {
 		t.Error("parked messages stop publishing")
 	}
 	var p pending
-	if r.nextProbe(now, &p) {
+	if r.nextProbe(now.Add(returnHold-time.Nanosecond), &p) {
 		t.Error("probe before the pause is over")
 	}
-	later := now.Add(returnHold + time.Millisecond)
+	later := now.Add(returnHold)
 	if !r.nextProbe(later, &p) || p.m.id != allowMsg(0).id {
 		t.Fatalf("probe = %q, want the oldest parked %q", p.m.id, allowMsg(0).id)
 	}
@@ -250,5 +252,27 @@ func TestRabbitSpoolRefusesBoundsMemory(t *testing.T) {
 	}
 	if got := int(counter(e, "spooled")) + len(r.retry) + len(e.q); got != pushed {
 		t.Errorf("spooled+retry+queued = %d, want %d", got, pushed)
+	}
+}
+
+// TestRabbitReconnectUsesClock: the reconnect schedule is decided on the
+// emitter's clock (Options.Now), with full jitter in [backoff/2, backoff],
+// and the backoff doubles up to backoffMax.
+func TestRabbitReconnectUsesClock(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	e := stateEmitter(1)
+	e.now = func() time.Time { return now }
+	r := &rabbit{e: e, log: e.log, backoff: backoffMin}
+	for want := backoffMin; ; want = min(want*2, backoffMax) {
+		r.scheduleDial()
+		if d := r.nextDial.Sub(now); d < want/2 || d > want {
+			t.Fatalf("backoff %v: next dial in %v, want within [%v, %v] of the emitter's clock", want, d, want/2, want)
+		}
+		if want == backoffMax {
+			break
+		}
+	}
+	if wake, ok := r.nextWake(now); !ok || wake != r.nextDial.Sub(now) {
+		t.Errorf("nextWake = %v, %v; want %v", wake, ok, r.nextDial.Sub(now))
 	}
 }

@@ -50,6 +50,11 @@ const (
 // parked message is re-sent as a probe. When a message for the key is
 // confirmed and not returned, the key's parked messages go back to retry.
 // Messages for other keys are published meanwhile as usual.
+//
+// Time comes from the emitter's clock (Options.Now): reconnect backoff, a
+// held key's pause, the spool-lock poll and the log rate limits are
+// decided on it, so tests can drive them. Only socket deadlines read the
+// wall clock: the kernel measures them against it.
 type rabbit struct {
 	e     *Emitter
 	cfg   RabbitMQConfig
@@ -164,7 +169,7 @@ func (r *rabbit) run() {
 	var stopDone <-chan struct{}
 	stopC := e.stop
 	for {
-		now := time.Now()
+		now := e.now()
 		if r.conn == nil && !r.dialing && !now.Before(r.nextDial) {
 			r.startDial()
 		}
@@ -238,10 +243,11 @@ func (r *rabbit) spoolOK() bool {
 		return false
 	}
 	if !r.spool.locked {
-		if time.Now().Before(r.nextLockTry) {
+		now := r.e.now()
+		if now.Before(r.nextLockTry) {
 			return false
 		}
-		r.nextLockTry = time.Now().Add(100 * time.Millisecond)
+		r.nextLockTry = now.Add(100 * time.Millisecond)
 		ok, err := r.spool.tryLock()
 		if err != nil {
 			r.spoolBroken = true
@@ -258,7 +264,7 @@ func (r *rabbit) spoolOK() bool {
 
 // canPublish reports whether a message may be published now. A returned
 // message does not stop publishing: it holds only its routing key.
-func (r *rabbit) canPublish(time.Time) bool {
+func (r *rabbit) canPublish() bool {
 	return r.ch != nil && !r.blocked && len(r.inflight) < window
 }
 
@@ -266,7 +272,7 @@ func (r *rabbit) canPublish(time.Time) bool {
 // window is full or nothing is left. Messages for a held routing key are
 // parked instead of published.
 func (r *rabbit) pump(now time.Time) {
-	for r.canPublish(now) {
+	for r.canPublish() {
 		var p pending
 		switch {
 		case len(r.retry) > 0:
@@ -379,7 +385,7 @@ func (r *rabbit) publish(p pending) {
 // them (or the queue is filling up), so that the queue drops only when the
 // spool is full too.
 func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
-	if r.canPublish(now) {
+	if r.canPublish() {
 		return true
 	}
 	if !r.spoolOK() || r.spool.full(1024) || r.spoolRefusing() {
@@ -403,7 +409,7 @@ func (r *rabbit) spoolRefusing() bool {
 // nothing older waits, else spooled with whatever else is queued.
 func (r *rabbit) take(ev Event, now time.Time) {
 	spoolOK := r.spoolOK()
-	if r.canPublish(now) && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) {
+	if r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) {
 		r.send(pending{m: r.encode(&ev)}, now)
 		return
 	}
@@ -438,7 +444,7 @@ func (r *rabbit) spoolMessages(msgs []message) {
 			r.log.Error("audit spool write failed, spooling stopped", "err", err)
 		} else {
 			r.spoolFull, r.spoolFullAt = true, r.spool.bytes()
-			if now := time.Now(); now.Sub(r.lastSpool) >= logEvery {
+			if now := r.e.now(); now.Sub(r.lastSpool) >= logEvery {
 				r.lastSpool = now
 				r.log.Warn("audit spool full", "bytes", r.spool.bytes())
 			}
@@ -505,7 +511,7 @@ func (r *rabbit) confirm(c amqp.Confirmation) {
 // bound for it, and re-sending at once would spin. p is parked; messages
 // for other keys go on.
 func (r *rabbit) onReturned(h *keyHold, p pending) {
-	now := time.Now()
+	now := r.e.now()
 	if h == nil {
 		if r.holds == nil {
 			r.holds = map[string]*keyHold{}
@@ -580,7 +586,7 @@ func (r *rabbit) scheduleDial() {
 	// Full jitter in [d/2, d): many gatehouse pods must not reconnect in step.
 	d := r.backoff
 	d = d/2 + rand.N(d/2+1)
-	r.nextDial = time.Now().Add(d)
+	r.nextDial = r.e.now().Add(d)
 	r.backoff = min(r.backoff*2, backoffMax)
 }
 

@@ -609,7 +609,7 @@ func TestManifestsParse(t *testing.T) {
 	t.Run("Dockerfile", func(t *testing.T) {
 		df := text(t, "../Dockerfile")
 		for _, want := range []string{
-			"FROM golang:1.26 AS build", "ARG VERSION",
+			"FROM golang:1.27.3 AS build", "ARG VERSION",
 			`CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"`,
 			"FROM gcr.io/distroless/static-debian12:nonroot", "USER nonroot", "EXPOSE 8080 9090",
 			`ENTRYPOINT ["/gatehouse"]`, `ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.yaml`,

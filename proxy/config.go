@@ -53,9 +53,6 @@ type Config struct {
 	Warnings []string
 
 	LogLevel slog.Level
-
-	// raw is the config's text, to tell on reload which sections changed.
-	issuersNode, auditNode string
 }
 
 // TLSConfig is the `tls` section; the key pair is loaded at config load so
@@ -215,7 +212,6 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 		d.Errorf(m.Node, "missing required key %q", "issuers")
 	} else {
 		c.Issuers = jwks.DecodeIssuers(d, n)
-		c.issuersNode = nodeText(n)
 	}
 	decodeToken(d, m.Get("token"), c)
 	d.Bool(m.Get("forward_token"), &c.ForwardToken)
@@ -227,7 +223,6 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	c.Policy = policy.Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default"))
 	decodeCORS(d, m.Get("cors"), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
-	c.auditNode = nodeText(m.Get("audit"))
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {
@@ -252,19 +247,6 @@ func validLevel(s string) bool {
 		return true
 	}
 	return false
-}
-
-// nodeText renders a section back to YAML so a reload can compare sections
-// without caring about comments or their position in the file.
-func nodeText(n *yaml.Node) string {
-	if n == nil {
-		return ""
-	}
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return fmt.Sprint(err)
-	}
-	return string(b)
 }
 
 func decodeTLS(d *yamlpos.Decoder, n *yaml.Node, c *Config) {

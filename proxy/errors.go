@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/gatehouse/gatehouse/internal/jsonx"
 )
 
 // Reason codes a client sees in the `error` field (SPEC.md 4), and the
@@ -80,11 +82,11 @@ func writeError(w http.ResponseWriter, code, requestID, description string) int 
 	h["X-Content-Type-Options"] = nosniff
 	body := make([]byte, 0, 160)
 	body = append(body, `{"error":`...)
-	body = appendJSONString(body, code)
+	body = jsonx.AppendString(body, code)
 	body = append(body, `,"message":`...)
-	body = appendJSONString(body, d.message)
+	body = jsonx.AppendString(body, d.message)
 	body = append(body, `,"request_id":`...)
-	body = appendJSONString(body, requestID)
+	body = jsonx.AppendString(body, requestID)
 	body = append(body, "}\n"...)
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(d.status)
@@ -115,21 +117,4 @@ func quoteHeader(s string) string {
 		}
 	}
 	return string(append(b, '"'))
-}
-
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x7f:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
 }

@@ -51,8 +51,8 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		// On a fresh connection: the test's own may have been closed by
-		// another test's rabbitmqctl close_all_connections.
+		// On a fresh connection: the test's own may be gone by then (a
+		// test that failed half way).
 		c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)})
 		if err != nil {
 			return
