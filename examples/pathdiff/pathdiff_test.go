@@ -172,6 +172,23 @@ func startGatehouse(t *testing.T, config string, env ...string) string {
 	return addr
 }
 
+// checkClean runs `gatehouse -t` on config: a README migration config
+// must load and draw no warning (a warning names a location that a
+// differently-cased or slashed path could bypass).
+func checkClean(t *testing.T, config string, env ...string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gatehouseBinary(t), "-t", "-config", path)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "warning") {
+		t.Errorf("gatehouse -t on the README config: %v\n%s", err, out)
+	}
+}
+
 // issuer stands in for the seeds' auth services: it serves the JWKS, and
 // answers every other path (the login route the configs send to it) as the
 // handler "issuer".
@@ -433,6 +450,7 @@ func TestExpress(t *testing.T) {
 	}
 
 	t.Run("preset express", func(t *testing.T) {
+		checkClean(t, config)
 		addr := startGatehouse(t, config)
 		controls(t, addr)
 		bypasses := probe(t, addr, callers)
@@ -487,6 +505,7 @@ func TestFlask(t *testing.T) {
 	}
 
 	t.Run("preset flask", func(t *testing.T) {
+		checkClean(t, config, env)
 		addr := startGatehouse(t, config, env)
 		controls(t, addr)
 		bypasses := probe(t, addr, callers)
