@@ -41,12 +41,17 @@ type Decision struct {
 	// [orders:write]", "claim email_verified" (the claim path, never a
 	// value). "" when allowed. The strings are built at load.
 	Detail string
+	// Err is why the route's `when` could not be evaluated (a missing key,
+	// a failed conversion, the cost limit): the request is denied
+	// insufficient_scope, and the caller logs Err.
+	Err error
 }
 
 // Details of the denials that do not depend on the route.
 const (
 	DetailNoToken = "no token"
 	DetailNoRoute = "no route matched"
+	DetailWhen    = "when" // the route's `when` was false or could not be evaluated (Err)
 )
 
 // Decide decides for s, the verified subject, or nil when no token was
@@ -61,22 +66,45 @@ const (
 //     token);
 //   - a subject: allow ok when every requirement (roles any/all, scopes
 //     any/all, claims equalities) holds, else deny insufficient_scope.
-func (r *Route) Decide(s *Subject) Decision {
+//
+// A route with `when` is decided by DecideRequest; Decide evaluates its
+// condition over an empty request.
+func (r *Route) Decide(s *Subject) Decision { return r.DecideRequest(s, nil) }
+
+// DecideRequest is Decide for a route whose `when` reads the request req
+// (nil: an empty request). The condition is evaluated last, once every
+// other requirement holds, on every auth mode (claims is empty without a
+// token); false or an evaluation error denies insufficient_scope. Without
+// `when` req is not read, and it does not allocate.
+func (r *Route) DecideRequest(s *Subject, req *Request) Decision {
 	switch {
 	case r.deny:
 		return Decision{Reason: ReasonForbidden, Route: r, Detail: DetailNoRoute}
 	case r.Auth == AuthNone:
-		return Decision{Allow: true, Reason: ReasonPublic, Route: r}
+		return r.decideWhen(Decision{Allow: true, Reason: ReasonPublic, Route: r}, nil, req)
 	case s == nil:
 		if r.Auth == AuthOptional {
-			return Decision{Allow: true, Reason: ReasonPublic, Route: r}
+			return r.decideWhen(Decision{Allow: true, Reason: ReasonPublic, Route: r}, nil, req)
 		}
 		return Decision{Reason: ReasonMissingToken, Route: r, Detail: DetailNoToken}
 	}
 	if detail, failed := r.unmet(s); failed {
 		return Decision{Reason: ReasonInsufficientScope, Route: r, Detail: detail}
 	}
-	return Decision{Allow: true, Reason: ReasonOK, Route: r}
+	return r.decideWhen(Decision{Allow: true, Reason: ReasonOK, Route: r}, s, req)
+}
+
+// decideWhen turns allow into a denial when the route's condition does not
+// hold.
+func (r *Route) decideWhen(allow Decision, s *Subject, req *Request) Decision {
+	if r.when == nil {
+		return allow
+	}
+	ok, err := r.evalWhen(s, req)
+	if ok {
+		return allow
+	}
+	return Decision{Reason: ReasonInsufficientScope, Route: r, Detail: DetailWhen, Err: err}
 }
 
 // unmet reports whether s fails a requirement, with the detail of the

@@ -20,8 +20,8 @@ import (
 // routeKeys are the keys of one `routes` entry; the `default` route body has
 // the same keys but `location` and `methods` (it catches whatever is left).
 var (
-	routeKeys   = []string{"location", "name", "paths", "auth", "methods", "roles", "scopes", "claims", "upstream"}
-	defaultKeys = []string{"auth", "roles", "scopes", "claims", "upstream"}
+	routeKeys   = []string{"location", "name", "paths", "auth", "methods", "roles", "scopes", "claims", "when", "shadow", "upstream"}
+	defaultKeys = []string{"auth", "roles", "scopes", "claims", "when", "shadow", "upstream"}
 )
 
 // Decode decodes and validates the top-level `paths` mapping, the `routes`
@@ -49,12 +49,13 @@ func Decode(d *yamlpos.Decoder, paths, routes, def *yaml.Node) *Engine {
 	// reported in the same pass.
 	checkDuplicates(d, located)
 	checkNames(d, located)
-	dr := decodeDefault(d, def)
+	dr := decodeDefault(d, def, false)
 	if len(yamlpos.Errors(d.Err())) > before || dr == nil {
 		return nil
 	}
 	dr.sem = global
 	e := compile(list, dr)
+	e.shadowDef = dr.shadowOf
 	e.warnings = e.computeWarnings(d.File, d.Pos(routes))
 	return e
 }
@@ -157,8 +158,15 @@ func checkNames(d *yamlpos.Decoder, list []*Route) {
 
 // decodeDefault decodes `default`: absent or `deny` is the deny route, a
 // mapping is a route body. nil when it has an error.
-func decodeDefault(d *yamlpos.Decoder, n *yaml.Node) *Route {
-	r := &Route{Name: "default", kind: kindDefault}
+//
+// The body may carry `shadow`: another default (deny or a body) that is
+// decided for every unmatched request only to be recorded, the default one
+// means to move to. shadow is true for that inner one.
+func decodeDefault(d *yamlpos.Decoder, n *yaml.Node, shadow bool) *Route {
+	r := &Route{Name: "default", kind: kindDefault, Shadow: shadow}
+	if shadow {
+		r.Index = -1 // not among Engine.Routes
+	}
 	if yamlpos.IsNull(n) {
 		r.deny = true
 		return r
@@ -176,7 +184,21 @@ func decodeDefault(d *yamlpos.Decoder, n *yaml.Node) *Route {
 		return nil
 	}
 	m := d.Map(n, defaultKeys...)
-	if !decodeBody(d, m, r) {
+	ok := decodeBody(d, m, r)
+	if v := m.Get("shadow"); !yamlpos.IsNull(v) {
+		if shadow {
+			d.Errorf(v, "the shadow of default cannot have a shadow of its own")
+			return nil
+		}
+		if v.Kind == yaml.ScalarNode && (v.Value == "true" || v.Value == "false") {
+			d.Errorf(v, "default.shadow is the default to record instead (deny or a route body such as { auth: required }), not %s", v.Value)
+			return nil
+		}
+		if r.shadowOf = decodeDefault(d, v, true); r.shadowOf == nil {
+			ok = false
+		}
+	}
+	if !ok {
 		return nil
 	}
 	return r
@@ -211,6 +233,12 @@ func decodeBody(d *yamlpos.Decoder, m yamlpos.Map, r *Route) bool {
 	}
 	if v := m.Get("claims"); !yamlpos.IsNull(v) {
 		ok = decodeClaims(d, v, r) && ok
+	}
+	if v := m.Get("when"); !yamlpos.IsNull(v) {
+		ok = decodeWhen(d, v, r) && ok
+	}
+	if v := m.Get("shadow"); !yamlpos.IsNull(v) && r.kind != kindDefault {
+		ok = d.Bool(v, &r.Shadow) && ok
 	}
 	if v := m.Get("upstream"); !yamlpos.IsNull(v) {
 		var s string

@@ -1,18 +1,27 @@
 // Package policy owns route matching and decisions: path normalisation (the
 // one canonical path that is both matched and forwarded), nginx-style location
 // matching compiled once per config, and the allow/deny decision of a route
-// for a verified subject, with the detail of a denial. It must not import
-// net/http, jwx, prometheus or any other gatehouse package but
-// internal/yamlpos. It reads claims only through Claims (jwks implements
-// it by the one rule of internal/claimpath).
+// for a verified subject, with the detail of a denial, `when` conditions
+// (compiled by policy/expr), shadow routes, and the matching trace of
+// `gatehouse explain`. It must not import net/http, jwx, prometheus or any
+// other gatehouse package but internal/yamlpos and its own policy/expr. It
+// reads claims only through Claims (jwks implements it by the one rule of
+// internal/claimpath).
 //
 // Per request the proxy calls, in this order:
 //
 //	path, ok := policy.Normalize(rawPath) // !ok: 400 bad_request, never forwarded
 //	route := engine.Match(method, path)   // never nil; the default route when nothing matches
-//	d := route.Decide(subject)            // subject nil when no token was presented
+//	d := route.DecideRequest(subject, &req) // subject nil when no token was presented
+//	sh := engine.Shadow(method, path)       // nil, or a shadow route to decide and record only
 //
-// None of the three allocates for a canonical path.
+// None of them allocates for a canonical path and a route without `when`.
+//
+// Shadow routes: Match never returns one; Shadow returns the one that would
+// have won. With two shadow routes in line only the first is recorded. The
+// whole default is shadowed with `default: {..., shadow: deny}` (or a body):
+// the inner default is decided for unmatched requests and recorded, the
+// outer one enforced.
 //
 // rawPath must be the path exactly as the client sent it. With net/http,
 // take it from r.RequestURI (up to the first '?'), not from

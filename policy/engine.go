@@ -18,6 +18,11 @@ type Engine struct {
 	regex      []regexEntry // ~ and ~*, file order
 	def        *Route
 	warnings   []string
+
+	// enforced is the index without shadow routes, which Match uses; nil
+	// when there is none. shadowDef is the default's `shadow`.
+	enforced  *Engine
+	shadowDef *Route
 }
 
 // regexEntry holds a regex route's literal prefilters inline, so that the
@@ -41,9 +46,25 @@ type pnode struct {
 }
 
 func compile(list []*Route, def *Route) *Engine {
+	var enforced []*Route
+	for i, r := range list {
+		r.Index = i
+		if !r.Shadow {
+			enforced = append(enforced, r)
+		}
+	}
+	def.Index = len(list)
+	e := index(list, def)
+	if len(enforced) < len(list) {
+		e.enforced = index(enforced, def)
+	}
+	return e
+}
+
+// index builds the lookup structures over list, in file order.
+func index(list []*Route, def *Route) *Engine {
 	e := &Engine{exact: map[string][]*Route{}, def: def}
 	for _, r := range list {
-		r.Index = len(e.routes)
 		e.routes = append(e.routes, r)
 		switch r.kind {
 		case kindExact:
@@ -66,7 +87,6 @@ func compile(list []*Route, def *Route) *Engine {
 			e.regex = append(e.regex, regexEntry{r.rePre, r.reSuf, r.rePreFold, r.reSufFold, r.sem.ignoreSlash, r})
 		}
 	}
-	def.Index = len(e.routes)
 	e.routes = append(e.routes, def)
 	return e
 }
@@ -173,8 +193,37 @@ func (n *pnode) first(method string, slashOnly bool) *Route {
 // of /p/ for the longest-prefix rule), and a regex is also tried on the
 // path without its trailing slash. Between two exact matches, or two
 // prefixes of equal length, the earlier route in the file wins.
-// Match does not allocate.
+// Match does not allocate. Shadow routes never take part (Shadow).
 func (e *Engine) Match(method, path string) *Route {
+	if e.enforced != nil {
+		return e.enforced.match(method, path)
+	}
+	return e.match(method, path)
+}
+
+// Shadow returns the shadow route that would win for method and path if
+// shadow routes took part in matching (the default's `shadow` when nothing
+// matches), nil when the winner is not one. Match gives the route that
+// decides instead: the request is handled as if the shadow route did not
+// exist. With two shadow routes in line, only the first is recorded.
+func (e *Engine) Shadow(method, path string) *Route {
+	if e.enforced == nil && e.shadowDef == nil {
+		return nil
+	}
+	w := e.match(method, path)
+	switch {
+	case w.Shadow:
+		return w
+	case w == e.def:
+		return e.shadowDef
+	}
+	return nil
+}
+
+// HasShadow reports whether any route is a shadow.
+func (e *Engine) HasShadow() bool { return e.enforced != nil || e.shadowDef != nil }
+
+func (e *Engine) match(method, path string) *Route {
 	if r := e.matchExact(method, path); r != nil {
 		return r
 	}

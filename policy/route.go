@@ -3,6 +3,8 @@ package policy
 import (
 	"regexp"
 	"slices"
+
+	"github.com/gatehouse/gatehouse/policy/expr"
 )
 
 // Auth says whether a route looks at a token.
@@ -84,6 +86,14 @@ type Route struct {
 	roles  requirement
 	scopes requirement
 	claims []claimReq
+	when   *expr.Program // nil: no `when`
+	// shadowOf is the `shadow` of the default route body, nil without one.
+	shadowOf *Route
+
+	// Shadow routes (`shadow: true`, or the `shadow` of `default`) are
+	// matched and decided only to record what they would decide
+	// (Engine.Shadow); Engine.Match never returns one.
+	Shadow bool
 }
 
 // requirement is a `roles` or `scopes` mapping: any (at least one of) and
@@ -177,10 +187,14 @@ func (r *Route) hasRequirements() bool {
 
 // ClaimPaths returns the claim paths of the route's `claims` rules: what
 // Decide will ask Subject.Claims for.
+// The claims a `when` condition reads are among them.
 func (r *Route) ClaimPaths() []string {
 	out := make([]string, len(r.claims))
 	for i := range r.claims {
 		out[i] = r.claims[i].path
+	}
+	if r.when != nil {
+		out = append(out, r.when.ClaimNames()...)
 	}
 	return out
 }

@@ -81,7 +81,10 @@ func Errors(err error) []error {
 // at the first, so that `gatehouse -t` can report them all at once.
 type Decoder struct {
 	File string
-	errs List
+	// Source is the text Parse read: a value with a syntax of its own (a
+	// `when` expression) maps positions inside it back to the file.
+	Source []byte
+	errs   List
 }
 
 // NewDecoder returns a decoder for file (the name used in error positions).
@@ -128,6 +131,7 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // an empty document). A syntax error is recorded at FILE:LINE:1, since yaml.v3
 // reports only the line.
 func (d *Decoder) Parse(data []byte) *yaml.Node {
+	d.Source = data
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		msg := err.Error()
