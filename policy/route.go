@@ -196,5 +196,8 @@ func (r *Route) ClaimPaths() []string {
 	if r.when != nil {
 		out = append(out, r.when.ClaimNames()...)
 	}
+	if r.shadowOf != nil { // the default's shadow is not among Engine.Routes
+		out = append(out, r.shadowOf.ClaimPaths()...)
+	}
 	return out
 }

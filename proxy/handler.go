@@ -59,6 +59,7 @@ type outcome struct {
 	res         *jwks.Result
 	tokenSrc    int           // the source the verified token came from, -1 none
 	label       *routeMetrics // the metrics and audit route when not route's own (cors_preflight)
+	shadow      *audit.Shadow // what a shadow route in line would have decided (SPEC.md 13)
 }
 
 func (o *outcome) allowed() bool { return o.code == codeOK || o.code == codePublic }
@@ -83,8 +84,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.servePreflight(w, r, path, start, id) {
 		return
 	}
+	shadow := h.decideShadow(r, path)
 	// A value, not a pointer: the outcome stays on the stack.
 	o := h.authorize(r, path)
+	o.shadow = shadow
 	h.finish(r, &o, start, id, path)
 	if !o.allowed() {
 		refuseBody(w, r)
@@ -152,7 +155,7 @@ func (h *Handler) authorize(r *http.Request, path string) outcome {
 	o := outcome{route: route, tokenSrc: -1}
 	if route.Auth == policy.AuthNone {
 		removeBearer(r.Header)
-		o.code = string(route.Decide(nil).Reason)
+		o.code = string(h.decide(r, path, route, nil).Reason)
 		return o
 	}
 	if d := route.Decide(nil); d.Reason == policy.ReasonForbidden {
@@ -162,7 +165,7 @@ func (h *Handler) authorize(r *http.Request, path string) outcome {
 	raw, src, st, why := extractToken(r, h.cfg.Token.Sources)
 	switch st {
 	case tokenAbsent:
-		o.code = string(route.Decide(nil).Reason)
+		o.code = string(h.decide(r, path, route, nil).Reason)
 		return o
 	case tokenInvalid:
 		o.code, o.description = codeInvalidToken, why
@@ -175,7 +178,7 @@ func (h *Handler) authorize(r *http.Request, path string) outcome {
 	}
 	o.res, o.tokenSrc = res, src
 	subject := policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
-	o.code = string(route.Decide(&subject).Reason)
+	o.code = string(h.decide(r, path, route, &subject).Reason)
 	return o
 }
 
@@ -231,6 +234,7 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 			Host:      r.Host,
 			ClientIP:  clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], h.cfg.TrustedProxies),
 			Duration:  elapsed,
+			Shadow:    o.shadow,
 		}
 		if o.res != nil {
 			ev.Subject, ev.Issuer, ev.JTI, ev.Roles = o.res.Subject, o.res.Issuer, o.res.JTI, o.res.Roles

@@ -20,6 +20,7 @@ type Metrics struct {
 	authDuration     *prometheus.HistogramVec
 	upstreamDuration *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
+	shadow           *prometheus.CounterVec
 
 	jwks  *jwks.Metrics
 	audit *audit.Metrics
@@ -57,7 +58,8 @@ func newMetrics(version string) *Metrics {
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, build)
+	m.shadow = newShadowMetric()
+	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.shadow, build)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	m.jwks = jwks.NewMetrics(reg)
