@@ -107,3 +107,46 @@ func BenchmarkDecideWhen(b *testing.B) {
 		}
 	}
 }
+
+// TestTraceAgreesWithMatch: Trace's winner is Match's for every path of
+// the nginx differential and the when config.
+func TestTraceAgreesWithMatch(t *testing.T) {
+	cfg := `
+routes:
+  - location: "= /login"
+    auth: none
+  - location: /api/
+    methods: [GET]
+  - location: /api/orders/
+  - location: "^~ /static/"
+  - location: "~ \\.php$"
+  - location: "~* ^/ADMIN(/|$)"
+  - location: "~ ^/tenants/(?P<tenant>[^/]+)/"
+  - location: /api/new/
+    shadow: true
+  - location: "= /exact"
+    methods: [POST]
+`
+	e, err := decodeDoc("t.yaml", []byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{"GET", "POST"} {
+		for _, p := range []string{"/login", "/login/", "/api/", "/api/x", "/api/orders/1", "/api/orders/1.php",
+			"/static/a.php", "/admin", "/Admin/x", "/tenants/a/b", "/api/new/x", "/exact", "/", "/nothing"} {
+			steps, w := e.Trace(method, p)
+			if m := e.Match(method, p); m != w {
+				t.Errorf("Trace(%s %s) winner %s, Match %s", method, p, w.Name, m.Name)
+			}
+			winners := 0
+			for _, s := range steps {
+				if s.Winner {
+					winners++
+				}
+			}
+			if winners != 1 {
+				t.Errorf("Trace(%s %s) marks %d winners: %+v", method, p, winners, steps)
+			}
+		}
+	}
+}
