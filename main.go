@@ -1,7 +1,8 @@
 // Command gatehouse is a reverse-proxy authentication sidecar: it verifies
 // JWTs, enforces route policies, injects claims as headers and forwards to
-// the app. main parses flags and calls proxy.Run; everything else lives in
-// the packages.
+// the app. main parses flags and calls proxy.Run, or dispatches the
+// subcommands `explain` and `test` to proxy; everything else lives in the
+// packages.
 package main
 
 import (
@@ -23,6 +24,14 @@ var version = "dev"
 func main() { os.Exit(run()) }
 
 func run() int {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "explain":
+			return proxy.Explain(os.Args[2:], os.Stdout, os.Stderr)
+		case "test":
+			return proxy.PolicyTest(os.Args[2:], os.Stdout, os.Stderr)
+		}
+	}
 	fs := flag.NewFlagSet("gatehouse", flag.ContinueOnError)
 	def := os.Getenv("GATEHOUSE_CONFIG")
 	if def == "" {

@@ -125,7 +125,7 @@ func (r *Route) Explain(s *Subject, req *Request) []Check {
 		add(false, "auth: required", "no token")
 		return out
 	default:
-		add(true, "auth: "+r.Auth.String(), "verified token")
+		add(true, "auth: "+r.Auth.String(), "token given")
 	}
 	if s != nil {
 		req := func(what string, q requirement, have []string) {

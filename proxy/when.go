@@ -3,6 +3,7 @@ package proxy
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,10 +17,21 @@ import (
 // clock only when the condition reads them. A condition that could not be
 // evaluated denies (insufficient_scope) and is logged here.
 func (h *Handler) decide(r *http.Request, path string, route *policy.Route, s *policy.Subject) policy.Decision {
-	w := route.When()
-	if w == nil {
+	if route.When() == nil {
 		return route.Decide(s)
 	}
+	req := whenRequest(r, path, route, h.cfg, h.now)
+	d := route.DecideRequest(s, &req)
+	if d.Err != nil {
+		h.log.Warn("when condition failed", "route", route.Name, "request_id", r.Header.Get("X-Request-Id"),
+			"shadow", route.Shadow, "error", d.Err.Error())
+	}
+	return d
+}
+
+// whenRequest is the view of r that route's `when` reads: the client IP
+// and the clock only when the condition reads them.
+func whenRequest(r *http.Request, path string, route *policy.Route, cfg *Config, now func() time.Time) policy.Request {
 	req := policy.Request{
 		Method:   r.Method,
 		Path:     path,
@@ -27,18 +39,17 @@ func (h *Handler) decide(r *http.Request, path string, route *policy.Route, s *p
 		Header:   r.Header,
 		RawQuery: r.URL.RawQuery,
 	}
+	w := route.When()
+	if w == nil {
+		return req
+	}
 	if w.Needs()&expr.NeedClientIP != 0 {
-		req.ClientIP = clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], h.cfg.TrustedProxies)
+		req.ClientIP = clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], cfg.TrustedProxies)
 	}
 	if w.Needs()&expr.NeedNow != 0 {
-		req.Now = h.now()
+		req.Now = now()
 	}
-	d := route.DecideRequest(s, &req)
-	if d.Err != nil {
-		h.log.Warn("when condition failed", "route", route.Name, "request_id", r.Header.Get("X-Request-Id"),
-			"shadow", route.Shadow, "error", d.Err.Error())
-	}
-	return d
+	return req
 }
 
 // decideShadow decides for the shadow route that would have won (SPEC.md
