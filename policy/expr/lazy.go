@@ -120,7 +120,7 @@ func (m *lazyMap) Iterator() traits.Iterator {
 	if mm, ok := m.materialize().(traits.Mapper); ok {
 		return mm.Iterator()
 	}
-	return types.NewStringList(types.DefaultTypeAdapter, nil).(traits.Lister).Iterator()
+	return types.NewStringList(types.DefaultTypeAdapter, nil).Iterator()
 }
 
 func (m *lazyMap) Size() ref.Val {
