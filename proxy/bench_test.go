@@ -86,20 +86,14 @@ audit:
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := build(context.Background(), cfg, nil, deps{
-		metrics: newMetrics("bench"),
-		log:     log,
-		now:     time.Now,
-		source:  "gatehouse/bench",
-		stdout:  io.Discard,
-	})
+	h, err := New(context.Background(), cfg, HandlerOptions{Logger: log, Source: "gatehouse/bench", Stdout: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		h.retire(ctx)
+		_ = h.Close(ctx)
 	})
 	return h
 }

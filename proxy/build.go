@@ -5,17 +5,73 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync/atomic"
+	"os"
 	"time"
+
+	"github.com/gatehouse/gatehouse/policy"
 
 	"github.com/gatehouse/gatehouse/audit"
 	"github.com/gatehouse/gatehouse/jwks"
 )
 
+// HandlerOptions are what New needs besides the config. Every field is
+// optional.
+type HandlerOptions struct {
+	// Logger receives the handler's logs; nil: discarded.
+	Logger *slog.Logger
+	// Metrics receives the handler's series; nil: a registry of its own
+	// (NewMetrics), which a caller who wants to read it passes instead.
+	Metrics *Metrics
+	// Stdout is where the `stdout` audit sink writes; nil: os.Stdout.
+	Stdout io.Writer
+	// Now is the clock of verification and audit times; nil: time.Now.
+	Now func() time.Time
+	// Source is the audit events' CloudEvents source; "": gatehouse/<hostname>.
+	Source string
+}
+
+// New builds a Handler from cfg in-process: the pipeline that Run serves on
+// its main listener, without listeners, signals or reloads. It is for
+// tests and for listeners of other protocols that put the same question.
+// The first key fetches of cfg's issuers run within ctx (as at start). The
+// caller owns the handler: Close releases it.
+func New(ctx context.Context, cfg *Config, opts HandlerOptions) (*Handler, error) {
+	d := deps{metrics: opts.Metrics, log: opts.Logger, now: opts.Now, source: opts.Source, stdout: opts.Stdout}
+	if d.metrics == nil {
+		d.metrics = NewMetrics("")
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	if d.source == "" {
+		host, _ := os.Hostname()
+		d.source = "gatehouse/" + host
+	}
+	if d.stdout == nil {
+		d.stdout = os.Stdout
+	}
+	log := d.log
+	// A handler of its own has pools of its own: nothing to share with.
+	p := newParts(func(msg string, err error) { log.Warn(msg, "error", err.Error()) })
+	return build(ctx, cfg, d, p)
+}
+
+// Close releases what a Handler from New holds, once its in-flight
+// requests have ended or ctx ends: key refreshes, idle upstream
+// connections, and the audit emitter, whose queue is flushed within ctx.
+// It returns ctx.Err() when ctx ended first. A request served after Close
+// is still answered; its audit event is dropped (and counted).
+func (h *Handler) Close(ctx context.Context) error {
+	h.retire(ctx)
+	return ctx.Err()
+}
+
 // deps are the long-lived parts a Handler is built with.
 type deps struct {
 	metrics *Metrics
-	jwks    *jwks.Pool // key and token caches that survive reloads; nil: none survive
 	log     *slog.Logger
 	now     func() time.Time
 	source  string // audit CloudEvents source
@@ -23,9 +79,9 @@ type deps struct {
 }
 
 // build compiles cfg into a Handler. Parts whose config did not change are
-// taken over from prev (nil at start): key caches of unchanged issuers, and
+// taken over from the pools p: key and token caches of unchanged issuers,
 // the audit emitter with its broker connection.
-func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, error) {
+func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error) {
 	h := &Handler{
 		cfg:     cfg,
 		engine:  cfg.Policy,
@@ -34,6 +90,11 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 		metrics: d.metrics,
 		log:     d.log,
 		now:     d.now,
+		parts:   p,
+	}
+	h.inflight.idle = make(chan struct{})
+	if def := cfg.Policy.Default(); def.Decide(nil).Reason == policy.ReasonForbidden {
+		h.denyAll = def
 	}
 	h.authAllow = d.metrics.authDuration.WithLabelValues("allow")
 	h.authDeny = d.metrics.authDuration.WithLabelValues("deny")
@@ -79,7 +140,7 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 		CacheSize:    cacheSize,
 		KeepClaims:   keep,
 		Metrics:      d.metrics.jwks,
-		Pool:         d.jwks,
+		Pool:         p.jwks,
 		Logger:       d.log.With("component", "jwks"),
 		Now:          d.now,
 	})
@@ -88,48 +149,35 @@ func build(ctx context.Context, cfg *Config, prev *Handler, d deps) (*Handler, e
 	}
 	h.verifier = v
 
-	if prev != nil && prev.cfg.Audit.Equal(cfg.Audit) {
-		h.emitter, h.emitterUsers = prev.emitter, prev.emitterUsers
-		h.emitterUsers.Add(1)
-	} else {
-		e, err := audit.New(cfg.Audit, audit.Options{
+	h.auditKey = keyOfAudit(cfg.Audit)
+	e, _, err := p.emitters.Acquire(h.auditKey, func() (*audit.Emitter, error) {
+		return audit.New(cfg.Audit, audit.Options{
 			Logger:  d.log.With("component", "audit"),
 			Metrics: d.metrics.audit,
 			Source:  d.source,
 			Stdout:  d.stdout,
 			Now:     d.now,
 		})
-		if err != nil {
-			v.Close()
-			return nil, fmt.Errorf("start audit: %w", err)
-		}
-		h.emitter, h.emitterUsers = e, new(atomic.Int32)
-		h.emitterUsers.Add(1)
+	})
+	if err != nil {
+		v.Close()
+		return nil, fmt.Errorf("start audit: %w", err)
 	}
+	h.emitter = e
 	return h, nil
 }
 
-// retire releases what h holds, once no request can still be deciding on h
-// (or ctx ends): its verifier, its idle upstream connections, and its audit
-// emitter when no other handler uses it. Handlers of successive reloads
-// share an emitter while the audit section is unchanged; the last of them
-// to retire closes it, so an older handler's late request never emits into
-// a closed emitter, whichever order the retires finish in.
+// retire releases what h holds, once no request is still in flight on h (or
+// ctx ends): its verifier, its idle upstream connections, and its reference
+// to the audit emitter. Handlers of successive reloads share an emitter
+// while the audit section is unchanged; the last of them to retire closes
+// it, so an older handler's late request never emits into a closed
+// emitter, whichever order the retires finish in.
 func (h *Handler) retire(ctx context.Context) {
-	for h.deciding.Load() > 0 && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	h.inflight.wait(ctx)
 	h.verifier.Close()
 	for _, up := range h.ups {
 		up.transport.CloseIdleConnections()
 	}
-	if h.emitterUsers.Add(-1) > 0 {
-		return
-	}
-	if err := h.emitter.Close(ctx); err != nil {
-		h.log.Warn("audit flush incomplete", "error", err.Error())
-	}
+	h.parts.releaseEmitter(ctx, h.auditKey)
 }

@@ -240,39 +240,39 @@ func isPreflight(r *http.Request) bool {
 // servePreflight handles a CORS preflight under cors.preflight pass or
 // answer and reports true; for any other request it does nothing and
 // reports false. Headers are already stripped and path is canonical.
-func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, path string, start time.Time, id string) bool {
+func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, o *outcome) bool {
 	c := h.cors
 	if c == nil || !isPreflight(r) {
 		return false
 	}
 	// The route the actual request would take: its upstream answers under
 	// pass, and a default: deny there refuses the preflight too.
-	route := c.engine.Match(r.Header["Access-Control-Request-Method"][0], path)
-	o := outcome{route: route, tokenSrc: -1, label: c.metrics, code: codePublic}
+	route := c.engine.Match(r.Header["Access-Control-Request-Method"][0], o.path)
+	o.route, o.label, o.reason = route, c.metrics, reasonPublic
 	if c.cfg.Preflight == PreflightPass {
-		if route.Decide(nil).Reason == policy.ReasonForbidden {
-			o.code = codeForbidden
+		if route == h.denyAll {
+			o.reason = reasonForbidden
 		}
-		h.finish(r, &o, start, id, path)
-		if !o.allowed() {
-			writeError(w, o.code, id, "")
+		h.finish(r, o)
+		if !o.reason.allowed() {
+			h.answer(w, r, o)
 			return true
 		}
-		h.forward(w, r, &o, path)
+		h.forward(w, r, o)
 		return true
 	}
 	hdr := w.Header()
 	hdr["Vary"] = []string{"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"}
-	allow := c.answer(hdr, r, path)
+	allow := c.answer(hdr, r, o.path)
 	if !allow {
-		o.code = codeForbidden
+		o.reason = reasonForbidden
 	}
-	h.finish(r, &o, start, id, path)
+	h.finish(r, o)
 	if !allow {
-		writeError(w, codeForbidden, id, "")
+		h.answer(w, r, o)
 		return true
 	}
-	hdr["X-Request-Id"] = []string{id}
+	hdr["X-Request-Id"] = []string{o.id}
 	w.WriteHeader(http.StatusNoContent)
 	return true
 }

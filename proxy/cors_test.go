@@ -59,12 +59,12 @@ func TestCORSAnswer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hits := len(w.up.requests())
+			hits := len(w.up.Requests())
 			status, h, body := preflight(t, g.URL+tt.path, tt.origin, tt.method, tt.more)
 			if status != tt.status {
 				t.Fatalf("status %d, want %d: %s", status, tt.status, body)
 			}
-			if n := len(w.up.requests()); n != hits {
+			if n := len(w.up.Requests()); n != hits {
 				t.Errorf("a preflight reached the upstream under answer")
 			}
 			if !strings.Contains(h.Get("Vary"), "Origin") || h.Get("X-Request-Id") == "" {
@@ -101,7 +101,7 @@ func TestCORSAnswer(t *testing.T) {
 	}
 	for _, tt := range ordinary {
 		t.Run(tt.name, func(t *testing.T) {
-			hits := len(w.up.requests())
+			hits := len(w.up.Requests())
 			line, all := rawRequest(t, addr, tt.text)
 			if !strings.Contains(line, tt.want) {
 				t.Errorf("%s, want%s\n%s", line, tt.want, all)
@@ -109,7 +109,7 @@ func TestCORSAnswer(t *testing.T) {
 			if strings.Contains(all, "Access-Control-Allow-Origin") {
 				t.Errorf("CORS headers on an ordinary answer:\n%s", all)
 			}
-			if len(w.up.requests()) != hits {
+			if len(w.up.Requests()) != hits {
 				t.Errorf("reached the upstream")
 			}
 		})
@@ -163,12 +163,12 @@ func TestCORSAnyOrigin(t *testing.T) {
 // picks the upstream, and a default: deny there refuses it.
 func TestCORSPass(t *testing.T) {
 	w := newWorld(t)
-	w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+	w.up.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions {
 			rw.Header().Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
 			rw.WriteHeader(http.StatusNoContent)
 		}
-	}
+	})
 	g := startGatehouse(t, w.config(tokenSources+"cors:\n  preflight: pass\n", corsRoutes))
 	tok := w.token(nil)
 	const origin = "https://app.example"
@@ -179,7 +179,7 @@ func TestCORSPass(t *testing.T) {
 	if status != 204 || h.Get("Access-Control-Allow-Origin") != origin {
 		t.Fatalf("status %d ACAO %q: %s", status, h.Get("Access-Control-Allow-Origin"), body)
 	}
-	got := w.up.last(t)
+	got := w.up.Last(t)
 	if got.Method != "OPTIONS" || got.RequestURI != "/admin/x?q=1" {
 		t.Errorf("upstream got %s %s", got.Method, got.RequestURI)
 	}
@@ -187,7 +187,7 @@ func TestCORSPass(t *testing.T) {
 		t.Errorf("upstream got Authorization %.20q Cookie %.20q X-Auth-Roles %q", got.Header.Get("Authorization"), got.Header.Get("Cookie"), got.Header.Get("X-Auth-Roles"))
 	}
 
-	hits := len(w.up.requests())
+	hits := len(w.up.Requests())
 	if status, _, body := preflight(t, g.URL+"/api/x", origin, "DELETE", nil); status != 403 || !strings.Contains(body, "forbidden") {
 		t.Errorf("preflight for a method that only default: deny takes: %d %s", status, body)
 	}
@@ -197,7 +197,7 @@ func TestCORSPass(t *testing.T) {
 	if status, _, _ := do(t, "OPTIONS", g.URL+"/admin/x", http.Header{"Origin": {origin}, "Access-Control-Request-Method": {"GET"}}, "body"); status != 401 {
 		t.Errorf("preflight with a body: %d, want 401", status)
 	}
-	if len(w.up.requests()) != hits {
+	if len(w.up.Requests()) != hits {
 		t.Errorf("a refused request reached the upstream")
 	}
 

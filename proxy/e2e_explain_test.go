@@ -8,14 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // run runs the gatehouse binary and returns stdout, stderr and the exit code.
 func run(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(gatehouseBinary(t), args...)
+	cmd := exec.Command(proxytest.Binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
-	var out, errb syncBuffer
+	var out, errb proxytest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	var ee *exec.ExitError

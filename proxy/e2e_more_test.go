@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -36,26 +37,26 @@ func TestLimits(t *testing.T) {
 		t.Errorf("7000-byte header: %q, want 200", line)
 	}
 
-	before := len(w.up.requests())
+	before := len(w.up.Requests())
 	status, _, body := do(t, "POST", g.URL+"/login", nil, strings.Repeat("x", 100))
 	if status != 413 || !strings.Contains(body, "payload_too_large") {
 		t.Errorf("100-byte body with Content-Length: %d %s", status, body)
 	}
-	if len(w.up.requests()) != before {
+	if len(w.up.Requests()) != before {
 		t.Errorf("an oversized body with Content-Length reached the upstream")
 	}
 	line, all := rawRequest(t, addr, "POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n64\r\n"+strings.Repeat("x", 100)+"\r\n0\r\n\r\n")
 	if !strings.Contains(line, " 413 ") {
 		t.Errorf("100-byte chunked body: %q\n%s", line, all)
 	}
-	for _, r := range w.up.requests()[before:] {
+	for _, r := range w.up.Requests()[before:] {
 		if len(r.Body) > 16 {
 			t.Errorf("the upstream received %d body bytes past the limit", len(r.Body))
 		}
 	}
 	status, _, _ = do(t, "POST", g.URL+"/login", nil, "small")
-	if status != 200 || w.up.last(t).Body != "small" {
-		t.Errorf("small body: %d %q", status, w.up.last(t).Body)
+	if status != 200 || w.up.Last(t).Body != "small" {
+		t.Errorf("small body: %d %q", status, w.up.Last(t).Body)
 	}
 }
 
@@ -109,7 +110,7 @@ func TestTLSListen(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	pool := writeSelfSigned(t, certFile, keyFile)
-	g := startGatehouse(t, w.config(fmt.Sprintf("tls:\n  cert_file: %q\n  key_file: %q\n", certFile, keyFile), ""))
+	g := startProcess(t, w.config(fmt.Sprintf("tls:\n  cert_file: %q\n  key_file: %q\n", certFile, keyFile), ""))
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	url := strings.Replace(g.URL, "http://", "https://", 1)
 	res, err := client.Get(url + "/login")
@@ -120,7 +121,7 @@ func TestTLSListen(t *testing.T) {
 	if res.StatusCode != 200 || res.TLS == nil {
 		t.Fatalf("HTTPS: %d tls=%v", res.StatusCode, res.TLS != nil)
 	}
-	if got := w.up.last(t).Header.Get("X-Forwarded-Proto"); got != "https" {
+	if got := w.up.Last(t).Header.Get("X-Forwarded-Proto"); got != "https" {
 		t.Errorf("X-Forwarded-Proto = %q, want https", got)
 	}
 
@@ -138,9 +139,9 @@ func TestTLSListen(t *testing.T) {
 	}
 	before := served()
 	pool2 := writeSelfSigned(t, certFile, keyFile)
-	g.signal(syscall.SIGHUP)
-	if !g.waitLog(`"msg":"config reloaded"`, 10*time.Second) {
-		t.Fatalf("no reload:\n%s", g.stderr.String())
+	g.Signal(syscall.SIGHUP)
+	if !g.WaitLog(`"msg":"config reloaded"`, 10*time.Second) {
+		t.Fatalf("no reload:\n%s", g.Stderr.String())
 	}
 	after := served()
 	if bytes.Equal(before, after) {
@@ -210,13 +211,13 @@ func TestWatchConfigSymlinkSwap(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "gatehouse.yaml"), link); err != nil {
 		t.Fatal(err)
 	}
-	g := startGatehouseFile(t, link)
+	g := proxytest.StartFile(t, link)
 	if status, _, _ := do(t, "GET", g.URL+"/new", nil, ""); status != 403 {
 		t.Fatalf("before the swap /new = %d, want 403", status)
 	}
 	write("v2", strings.Replace(w.config("watch_config: true\n", ""), "routes:\n", "routes:\n  - location: \"= /new\"\n    auth: none\n", 1))
-	if !g.waitLog(`"trigger":"watch"`, 10*time.Second) {
-		t.Fatalf("no reload after the ConfigMap-style swap:\n%s", g.stderr.String())
+	if !g.WaitLog(`"trigger":"watch"`, 10*time.Second) {
+		t.Fatalf("no reload after the ConfigMap-style swap:\n%s", g.Stderr.String())
 	}
 	if status, _, _ := do(t, "GET", g.URL+"/new", nil, ""); status != 200 {
 		t.Fatalf("after the swap /new = %d, want 200", status)
@@ -232,11 +233,11 @@ func TestReloadRestartOnlyAndWatchToggle(t *testing.T) {
 	withRoute := func(o cfgOpts, path string) string {
 		return strings.Replace(w.configWith(o), "routes:\n", "routes:\n  - location: \"= "+path+"\"\n    auth: none\n", 1)
 	}
-	g := startGatehouse(t, w.config("", ""))
+	g := startProcess(t, w.config("", ""))
 	reloads := 0
 	apply := func(cfg string) {
 		t.Helper()
-		if err := os.WriteFile(g.configPath, []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -256,12 +257,12 @@ func TestReloadRestartOnlyAndWatchToggle(t *testing.T) {
 	}
 	for i, tt := range refused {
 		apply(tt.cfg)
-		g.signal(syscall.SIGHUP)
-		if !g.waitLogCount(`reload failed, keeping the running config`, i+1, 10*time.Second) {
-			t.Fatalf("%s: reload not refused:\n%s", tt.name, g.stderr.String())
+		g.Signal(syscall.SIGHUP)
+		if !g.WaitLogCount(`reload failed, keeping the running config`, i+1, 10*time.Second) {
+			t.Fatalf("%s: reload not refused:\n%s", tt.name, g.Stderr.String())
 		}
-		if !strings.Contains(g.stderr.String(), tt.want) {
-			t.Errorf("%s: the log does not say %q:\n%s", tt.name, tt.want, grep(g.stderr.String(), "reload failed"))
+		if !strings.Contains(g.Stderr.String(), tt.want) {
+			t.Errorf("%s: the log does not say %q:\n%s", tt.name, tt.want, grep(g.Stderr.String(), "reload failed"))
 		}
 		if st := status(fmt.Sprintf("/r%d", i+1)); st != 403 {
 			t.Errorf("%s: the refused config's route answered %d, want 403 (running config kept whole)", tt.name, st)
@@ -270,30 +271,30 @@ func TestReloadRestartOnlyAndWatchToggle(t *testing.T) {
 
 	// watch_config on by SIGHUP: the next edit reloads by itself.
 	apply(withRoute(cfgOpts{extra: "watch_config: true\n"}, "/w1"))
-	g.signal(syscall.SIGHUP)
+	g.Signal(syscall.SIGHUP)
 	reloads++
-	if !g.waitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w1") != 200 {
-		t.Fatalf("reload turning watch_config on failed:\n%s", g.stderr.String())
+	if !g.WaitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w1") != 200 {
+		t.Fatalf("reload turning watch_config on failed:\n%s", g.Stderr.String())
 	}
 	apply(withRoute(cfgOpts{extra: "watch_config: true\n"}, "/w2"))
 	reloads++
-	if !g.waitLog(`"trigger":"watch"`, 10*time.Second) || status("/w2") != 200 {
-		t.Fatalf("watch_config turned on by SIGHUP: an edit was not picked up:\n%s", g.stderr.String())
+	if !g.WaitLog(`"trigger":"watch"`, 10*time.Second) || status("/w2") != 200 {
+		t.Fatalf("watch_config turned on by SIGHUP: an edit was not picked up:\n%s", g.Stderr.String())
 	}
 	// Off by a watched edit: later edits wait for a signal.
 	apply(withRoute(cfgOpts{}, "/w3"))
 	reloads++
-	if !g.waitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w3") != 200 {
-		t.Fatalf("the edit turning watch_config off was not picked up:\n%s", g.stderr.String())
+	if !g.WaitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w3") != 200 {
+		t.Fatalf("the edit turning watch_config off was not picked up:\n%s", g.Stderr.String())
 	}
 	apply(withRoute(cfgOpts{}, "/w4"))
 	time.Sleep(3 * time.Second) // three poll intervals
 	if st := status("/w4"); st != 403 {
 		t.Errorf("with watch_config off, an edit was applied without a signal: /w4 = %d", st)
 	}
-	g.signal(syscall.SIGHUP)
+	g.Signal(syscall.SIGHUP)
 	reloads++
-	if !g.waitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w4") != 200 {
-		t.Fatalf("SIGHUP after turning watch_config off did not reload:\n%s", g.stderr.String())
+	if !g.WaitLogCount(`"msg":"config reloaded"`, reloads, 10*time.Second) || status("/w4") != 200 {
+		t.Fatalf("SIGHUP after turning watch_config off did not reload:\n%s", g.Stderr.String())
 	}
 }

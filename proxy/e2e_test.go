@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -131,12 +132,12 @@ func TestClientAnswers(t *testing.T) {
 	deadURL := "http://" + dead.Addr().String()
 	dead.Close() // a port nothing listens on
 	slow := newRecorder(t)
-	slow.handler = func(rw http.ResponseWriter, r *http.Request) {
+	slow.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-time.After(5 * time.Second):
 		}
-	}
+	})
 	routes := fmt.Sprintf(`
 routes:
   - location: "/api/"
@@ -190,7 +191,7 @@ routes:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := len(w.up.requests())
+			before := len(w.up.Requests())
 			status, h, body := do(t, "GET", g.URL+tt.path, tt.header, "")
 			if status != tt.status {
 				t.Fatalf("GET %s = %d, want %d; body %s", tt.path, status, tt.status, body)
@@ -225,7 +226,7 @@ routes:
 					t.Errorf("the answer echoes the token")
 				}
 			}
-			if tt.status < 500 && len(w.up.requests()) != before {
+			if tt.status < 500 && len(w.up.Requests()) != before {
 				t.Errorf("a denied request reached the upstream")
 			}
 		})
@@ -307,7 +308,7 @@ func TestUpstreamSees(t *testing.T) {
 				if status != 200 {
 					t.Fatalf("status %d: %s", status, body)
 				}
-				got := w.up.last(t).Header
+				got := w.up.Last(t).Header
 				for k, v := range got {
 					for _, f := range forbidden {
 						if fold(k) == f {
@@ -334,7 +335,7 @@ func TestUpstreamSees(t *testing.T) {
 
 	t.Run("claim encodings", func(t *testing.T) {
 		do(t, "GET", g.URL+"/api/x", bearerHeader(tok), "")
-		got := w.up.last(t).Header
+		got := w.up.Last(t).Header
 		want := map[string]string{
 			"X-Auth-Subject": "123", "X-Auth-Roles": "user,admin", "X-Auth-Email": "a@b.c",
 			"X-Auth-Num": "12345678901", "X-Auth-Flag": "true", "X-Auth-Obj": `{"a":"x","b":1}`,
@@ -357,7 +358,7 @@ func TestUpstreamSees(t *testing.T) {
 
 	t.Run("basic auth passes auth none", func(t *testing.T) {
 		do(t, "GET", g.URL+"/login", http.Header{"Authorization": {"Basic dTpw"}}, "")
-		if got := w.up.last(t).Header.Get("Authorization"); got != "Basic dTpw" {
+		if got := w.up.Last(t).Header.Get("Authorization"); got != "Basic dTpw" {
 			t.Errorf("Authorization = %q, want the Basic credentials passed", got)
 		}
 	})
@@ -368,17 +369,17 @@ func TestUpstreamSees(t *testing.T) {
 		if !strings.Contains(line, " 200 ") {
 			t.Fatalf("%s\n%s", line, all)
 		}
-		if got := w.up.last(t).RequestURI; got != "/api/x/~z?b=%2f&a=1+2&&x=%zz" {
+		if got := w.up.Last(t).RequestURI; got != "/api/x/~z?b=%2f&a=1+2&&x=%zz" {
 			t.Errorf("upstream RequestURI = %q", got)
 		}
-		if got := w.up.last(t).Host; got != "app.test" {
+		if got := w.up.Last(t).Host; got != "app.test" {
 			t.Errorf("upstream Host = %q, want the client's", got)
 		}
 	})
 
 	t.Run("forwarded for and request id", func(t *testing.T) {
 		_, h, _ := do(t, "GET", g.URL+"/login", http.Header{"X-Forwarded-For": {"203.0.113.9"}, "X-Request-Id": {"abc-123"}}, "")
-		got := w.up.last(t).Header
+		got := w.up.Last(t).Header
 		if xff := got.Get("X-Forwarded-For"); xff != "203.0.113.9, 127.0.0.1" {
 			t.Errorf("X-Forwarded-For = %q, want the client's list with the peer appended", xff)
 		}
@@ -389,14 +390,14 @@ func TestUpstreamSees(t *testing.T) {
 			t.Errorf("X-Forwarded-Proto = %q", got.Get("X-Forwarded-Proto"))
 		}
 		_, h, _ = do(t, "GET", g.URL+"/login", http.Header{"X-Request-Id": {"bad id with spaces"}}, "")
-		if id := w.up.last(t).Header.Get("X-Request-Id"); id == "bad id with spaces" || id == "" || id != h.Get("X-Request-Id") {
+		if id := w.up.Last(t).Header.Get("X-Request-Id"); id == "bad id with spaces" || id == "" || id != h.Get("X-Request-Id") {
 			t.Errorf("invalid client request id not replaced consistently: upstream %q client %q", id, h.Get("X-Request-Id"))
 		}
 	})
 
 	t.Run("connection header cannot remove injected headers", func(t *testing.T) {
 		do(t, "GET", g.URL+"/api/x", http.Header{"Authorization": {"Bearer " + tok}, "Connection": {"X-Auth-Subject, X-Request-Id"}}, "")
-		got := w.up.last(t).Header
+		got := w.up.Last(t).Header
 		if got.Get("X-Auth-Subject") != "123" || got.Get("X-Request-Id") == "" {
 			t.Errorf("Connection-listed headers removed gatehouse's own: %v", got)
 		}
@@ -411,7 +412,7 @@ func TestForwardTokenFalse(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("status %d: %s", status, body)
 	}
-	got := w.up.last(t)
+	got := w.up.Last(t)
 	if got.Header.Get("Authorization") != "" || strings.Contains(got.Header.Get("Cookie"), "session=") || strings.Contains(got.RequestURI, "access_token") {
 		t.Errorf("a token source reached the upstream with forward_token: false: %q %q %q", got.Header.Get("Authorization"), got.Header.Get("Cookie"), got.RequestURI)
 	}
@@ -436,7 +437,7 @@ func TestForwardTokenFalse(t *testing.T) {
 // TestConfigTest runs -t on the example config and on a file full of errors.
 func TestConfigTest(t *testing.T) {
 	example, _ := filepath.Abs("../config.example.yaml")
-	out, err := exec.Command(gatehouseBinary(t), "-t", "-config", example).CombinedOutput()
+	out, err := exec.Command(proxytest.Binary(t), "-t", "-config", example).CombinedOutput()
 	if err != nil || string(out) != "configuration file "+example+" test is successful\n" {
 		t.Fatalf("-t on config.example.yaml: %v\n%s", err, out)
 	}
@@ -455,7 +456,7 @@ routes:
   - location: "/a/"
     auth: sometimes
 `), 0o600)
-	cmd := exec.Command(gatehouseBinary(t), "-t", "-config", bad)
+	cmd := exec.Command(proxytest.Binary(t), "-t", "-config", bad)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	err = cmd.Run()
@@ -475,7 +476,7 @@ routes:
 }
 
 func TestVersion(t *testing.T) {
-	out, err := exec.Command(gatehouseBinary(t), "-version").Output()
+	out, err := exec.Command(proxytest.Binary(t), "-version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "gatehouse e2e-test go1.") {
 		t.Fatalf("-version = %q, %v", out, err)
 	}
@@ -485,7 +486,7 @@ func TestVersion(t *testing.T) {
 // answer may be anything but 200. Then a broken config keeps the old one.
 func TestReloadUnderLoad(t *testing.T) {
 	w := newWorld(t)
-	g := startGatehouse(t, w.config("", ""))
+	g := startProcess(t, w.config("", ""))
 	tok := w.token(nil)
 	var ok, bad atomic.Int64
 	var badMsg atomic.Value
@@ -526,12 +527,12 @@ func TestReloadUnderLoad(t *testing.T) {
 		extra := fmt.Sprintf("  - location: \"= /added%d\"\n    auth: none\n", i)
 		cfg := w.config("", "") + "\n"
 		cfg = strings.Replace(cfg, "routes:\n", "routes:\n"+extra, 1)
-		if err := os.WriteFile(g.configPath, []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		g.signal(syscall.SIGHUP)
-		if !g.waitLogCount(`"msg":"config reloaded"`, i+1, 10*time.Second) {
-			t.Fatalf("no reload logged:\n%s", g.stderr.String())
+		g.Signal(syscall.SIGHUP)
+		if !g.WaitLogCount(`"msg":"config reloaded"`, i+1, 10*time.Second) {
+			t.Fatalf("no reload logged:\n%s", g.Stderr.String())
 		}
 		time.Sleep(100 * time.Millisecond) // keep the load running across the swap
 		if status, _, _ := do(t, "GET", g.URL+fmt.Sprintf("/added%d", i), nil, ""); status != 200 {
@@ -552,13 +553,13 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 
 	// A broken file: logged with its position, old config kept.
-	os.WriteFile(g.configPath, []byte(w.config("bogus_key: 1\n", "")), 0o600)
-	g.signal(syscall.SIGHUP)
-	if !g.waitLog(`reload failed, keeping the running config`, 10*time.Second) {
-		t.Fatalf("broken reload not logged:\n%s", g.stderr.String())
+	os.WriteFile(g.ConfigPath, []byte(w.config("bogus_key: 1\n", "")), 0o600)
+	g.Signal(syscall.SIGHUP)
+	if !g.WaitLog(`reload failed, keeping the running config`, 10*time.Second) {
+		t.Fatalf("broken reload not logged:\n%s", g.Stderr.String())
 	}
-	if !strings.Contains(g.stderr.String(), g.configPath+":") || !strings.Contains(g.stderr.String(), `unknown key \"bogus_key\"`) {
-		t.Errorf("reload error lacks FILE:LINE:COL or the message:\n%s", g.stderr.String())
+	if !strings.Contains(g.Stderr.String(), g.ConfigPath+":") || !strings.Contains(g.Stderr.String(), `unknown key \"bogus_key\"`) {
+		t.Errorf("reload error lacks FILE:LINE:COL or the message:\n%s", g.Stderr.String())
 	}
 	if status, _, _ := do(t, "GET", g.URL+"/added4", nil, ""); status != 200 {
 		t.Errorf("after a broken reload the running config was lost: %d", status)
@@ -584,12 +585,12 @@ func grep(s, sub string) string {
 func TestSIGTERMFinishesInFlight(t *testing.T) {
 	w := newWorld(t)
 	arrived := make(chan struct{}, 1)
-	w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+	w.up.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		arrived <- struct{}{}
 		time.Sleep(time.Second)
 		io.WriteString(rw, "slow done")
-	}
-	g := startGatehouse(t, w.config("", ""))
+	})
+	g := startProcess(t, w.config("", ""))
 	type answer struct {
 		status int
 		body   string
@@ -610,18 +611,18 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("request never reached the upstream")
 	}
-	g.signal(syscall.SIGTERM)
+	g.Signal(syscall.SIGTERM)
 	a := <-done
 	if a.status != 200 || a.body != "slow done" {
 		t.Fatalf("in-flight request during SIGTERM: %d %q", a.status, a.body)
 	}
 	select {
-	case <-g.exited:
+	case <-g.Exited():
 	case <-time.After(15 * time.Second):
 		t.Fatal("gatehouse did not exit after SIGTERM")
 	}
-	if g.cmd.ProcessState.ExitCode() != 0 {
-		t.Fatalf("exit code %d\n%s", g.cmd.ProcessState.ExitCode(), g.stderr.String())
+	if g.ExitCode() != 0 {
+		t.Fatalf("exit code %d\n%s", g.ExitCode(), g.Stderr.String())
 	}
 }
 
@@ -630,7 +631,7 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 func TestSSEFlushedPromptly(t *testing.T) {
 	w := newWorld(t)
 	release := make(chan struct{})
-	w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+	w.up.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(rw, "data: first\n\n")
 		rw.(http.Flusher).Flush()
@@ -639,7 +640,7 @@ func TestSSEFlushedPromptly(t *testing.T) {
 		case <-time.After(10 * time.Second):
 		}
 		io.WriteString(rw, "data: last\n\n")
-	}
+	})
 	g := startGatehouse(t, w.config("", ""))
 	// The upstream holds the stream for 10 s: the answer's headers and its
 	// first event must arrive well before, or they were buffered, not flushed.
@@ -673,7 +674,7 @@ func TestSSEFlushedPromptly(t *testing.T) {
 // when the token that authorised it expires.
 func TestWebSocket(t *testing.T) {
 	w := newWorld(t)
-	w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+	w.up.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(rw, "want upgrade", 400)
 			return
@@ -686,7 +687,7 @@ func TestWebSocket(t *testing.T) {
 		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		brw.Flush()
 		io.Copy(conn, brw) // echo
-	}
+	})
 	g := startGatehouse(t, w.config("", ""))
 	addr := strings.TrimPrefix(g.URL, "http://")
 
@@ -775,9 +776,9 @@ func TestAuditOnStdout(t *testing.T) {
 	g := startGatehouse(t, w.config("", ""))
 	do(t, "GET", g.URL+"/api/x", bearerHeader(w.token(nil)), "")
 	do(t, "GET", g.URL+"/api/x", nil, "")
-	g.stop()
+	g.Stop()
 	var events []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(g.stdout.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(g.Stdout.String()), "\n") {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("stdout line %q: %v", l, err)
@@ -785,7 +786,7 @@ func TestAuditOnStdout(t *testing.T) {
 		events = append(events, ev)
 	}
 	if len(events) != 2 {
-		t.Fatalf("got %d events, want 2:\n%s", len(events), g.stdout.String())
+		t.Fatalf("got %d events, want 2:\n%s", len(events), g.Stdout.String())
 	}
 	allow, deny := events[0]["data"].(map[string]any), events[1]["data"].(map[string]any)
 	if events[0]["type"] != "gatehouse.auth.allow" || allow["subject"] != "123" || allow["route"] != "/api/" || allow["issuer"] != issuer {
@@ -799,14 +800,14 @@ func TestAuditOnStdout(t *testing.T) {
 // TestConfigFromEnv: without -config, $GATEHOUSE_CONFIG names the file.
 func TestConfigFromEnv(t *testing.T) {
 	example, _ := filepath.Abs("../config.example.yaml")
-	cmd := exec.Command(gatehouseBinary(t), "-t")
+	cmd := exec.Command(proxytest.Binary(t), "-t")
 	cmd.Dir = t.TempDir() // no gatehouse.yaml here
 	cmd.Env = append(os.Environ(), "GATEHOUSE_CONFIG="+example)
 	out, err := cmd.CombinedOutput()
 	if err != nil || string(out) != "configuration file "+example+" test is successful\n" {
 		t.Fatalf("-t with GATEHOUSE_CONFIG: %v\n%s", err, out)
 	}
-	cmd = exec.Command(gatehouseBinary(t), "-t")
+	cmd = exec.Command(proxytest.Binary(t), "-t")
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "GATEHOUSE_CONFIG=")
 	out, _ = cmd.CombinedOutput()

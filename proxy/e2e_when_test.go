@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // TestWhenConfigErrors: `-t` reports a bad `when` at the file position of
@@ -38,7 +40,7 @@ routes:
 		t.Fatalf("%q not in config", s)
 		return 0
 	}
-	out, err := exec.Command(gatehouseBinary(t), "-t", "-config", path).CombinedOutput()
+	out, err := exec.Command(proxytest.Binary(t), "-t", "-config", path).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("-t: %v, want exit 1\n%s", err, out)
 	}
@@ -108,7 +110,7 @@ routes:
 			for k, v := range tt.header {
 				h.Set(k, v)
 			}
-			before := len(w.up.requests())
+			before := len(w.up.Requests())
 			status, _, body := do(t, "GET", g.URL+tt.path, h, "")
 			if status != tt.status {
 				t.Fatalf("GET %s = %d %s, want %d", tt.path, status, body, tt.status)
@@ -118,19 +120,19 @@ routes:
 				if err := json.Unmarshal([]byte(body), &eb); err != nil || eb.Error != tt.code {
 					t.Errorf("GET %s body %s, want error %s", tt.path, body, tt.code)
 				}
-				if n := len(w.up.requests()); n != before {
+				if n := len(w.up.Requests()); n != before {
 					t.Errorf("denied request reached the upstream")
 				}
 			}
 		})
 	}
 	for _, logged := range []string{"cost limit exceeded", "no such key: tenant"} {
-		if !g.waitLog(logged, 5*time.Second) {
-			t.Errorf("log lacks %q:\n%s", logged, g.stderr.String())
+		if !g.WaitLog(logged, 5*time.Second) {
+			t.Errorf("log lacks %q:\n%s", logged, g.Stderr.String())
 		}
 	}
-	if !strings.Contains(g.stderr.String(), `"msg":"when condition failed"`) {
-		t.Errorf("no when condition failed line:\n%s", g.stderr.String())
+	if !strings.Contains(g.Stderr.String(), `"msg":"when condition failed"`) {
+		t.Errorf("no when condition failed line:\n%s", g.Stderr.String())
 	}
 }
 
@@ -166,7 +168,7 @@ default:
 	var shadows []map[string]any
 	for time.Now().Before(deadline) {
 		shadows = shadows[:0]
-		for _, l := range strings.Split(strings.TrimSpace(g.stdout.String()), "\n") {
+		for _, l := range strings.Split(strings.TrimSpace(g.Stdout.String()), "\n") {
 			var ev struct {
 				Data struct {
 					Path   string         `json:"path"`
@@ -185,7 +187,7 @@ default:
 		time.Sleep(20 * time.Millisecond)
 	}
 	if len(shadows) != 2 {
-		t.Fatalf("got %d audit events with shadow, want 2:\n%s", len(shadows), g.stdout.String())
+		t.Fatalf("got %d audit events with shadow, want 2:\n%s", len(shadows), g.Stdout.String())
 	}
 	want := []string{
 		`{"decision":"deny","enforced":"/api/","reason":"insufficient_scope","route":"/api/new/"}`,

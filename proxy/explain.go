@@ -82,14 +82,14 @@ func newExplainer(cfg *Config) *explainer {
 // explain decides one request. header may be nil.
 func (x *explainer) explain(ctx context.Context, method, rawURL string, header http.Header, id identity) *Explanation {
 	ex := &Explanation{Method: method, URL: rawURL}
-	deny := func(code string) *Explanation {
-		ex.Decision, ex.Reason, ex.Status = "deny", code, statusOf(code)
+	deny := func(rs reason) *Explanation {
+		ex.Decision, ex.Reason, ex.Status = "deny", rs.String(), rs.info().status
 		return ex
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		ex.PathError = "unparsable URL: " + err.Error()
-		return deny(codeBadRequest)
+		return deny(reasonBadRequest)
 	}
 	raw := u.EscapedPath()
 	if u.RawPath != "" {
@@ -101,7 +101,7 @@ func (x *explainer) explain(ctx context.Context, method, rawURL string, header h
 	path, ok := policy.Normalize(raw)
 	if !ok {
 		ex.PathError = fmt.Sprintf("%q is a bad path (SPEC.md 3): answered 400 and never forwarded", raw)
-		return deny(codeBadRequest)
+		return deny(reasonBadRequest)
 	}
 	ex.Path = path
 	r := &http.Request{Method: method, URL: u, Host: u.Host, Header: http.Header{}, RemoteAddr: "127.0.0.1:0"}
@@ -118,20 +118,20 @@ func (x *explainer) explain(ctx context.Context, method, rawURL string, header h
 	ex.Routes, route = engine.Trace(method, path)
 	ex.Route = route.Name
 
-	subject, tok, code := x.subject(ctx, r, id, route)
+	subject, tok, refused := x.subject(ctx, r, id, route)
 	ex.Token = tok
 	if sh := engine.Shadow(method, path); sh != nil {
-		d := x.decide(r, path, sh, subject)
-		if code != "" && sh.Auth != policy.AuthNone {
-			d = policy.Decision{Reason: policy.Reason(code)}
+		rs := fromPolicy(x.decide(r, path, sh, subject).Reason)
+		if refused != reasonOK && sh.Auth != policy.AuthNone {
+			rs = refused
 		}
-		ex.Shadow = &ShadowExplain{Route: sh.Name, Decision: decisionOf(d.Allow), Reason: string(d.Reason)}
+		ex.Shadow = &ShadowExplain{Route: sh.Name, Decision: rs.decision(), Reason: rs.String()}
 	}
-	if route.Auth != policy.AuthNone && code != "" {
+	if route.Auth != policy.AuthNone && refused != reasonOK {
 		if d := route.Decide(nil); d.Reason == policy.ReasonForbidden {
-			code = codeForbidden
+			refused = reasonForbidden
 		}
-		return deny(code)
+		return deny(refused)
 	}
 	if route.Auth == policy.AuthNone {
 		subject = nil
@@ -140,7 +140,7 @@ func (x *explainer) explain(ctx context.Context, method, rawURL string, header h
 	ex.Requirements = route.Explain(subject, &req)
 	d := route.DecideRequest(subject, &req)
 	if !d.Allow {
-		return deny(string(d.Reason))
+		return deny(fromPolicy(d.Reason))
 	}
 	ex.Decision, ex.Reason, ex.Status = "allow", string(d.Reason), http.StatusOK
 	return ex
@@ -161,55 +161,56 @@ func (x *explainer) decide(r *http.Request, path string, route *policy.Route, s 
 	return route.DecideRequest(s, &req)
 }
 
-// subject is the identity as the route would see it: code is set when the
-// token itself is refused (invalid_token, token_expired, ...).
-func (x *explainer) subject(ctx context.Context, r *http.Request, id identity, route *policy.Route) (*policy.Subject, *TokenExplain, string) {
+// subject is the identity as the route would see it: refused is the reason
+// when the token itself is refused (invalid_token, token_expired, ...), else
+// reasonOK.
+func (x *explainer) subject(ctx context.Context, r *http.Request, id identity, route *policy.Route) (_ *policy.Subject, _ *TokenExplain, refused reason) {
 	switch {
 	case id.claims != nil:
 		is := x.issuer(id.issuer)
 		tok := &TokenExplain{Source: "claims", Unchecked: "claims given directly: signature, exp, nbf, iat, audience and required claims not checked"}
 		if is == nil {
 			tok.Error = fmt.Sprintf("no issuer entry %q in the config", id.issuer)
-			return nil, tok, codeInvalidToken
+			return nil, tok, reasonInvalidToken
 		}
 		res, err := jwks.ClaimsResult(is, id.claims)
 		if err != nil {
 			tok.Error = err.Error()
-			return nil, tok, codeInvalidToken
+			return nil, tok, reasonInvalidToken
 		}
 		tok.Issuer, tok.Subject, tok.Expiry, tok.Roles, tok.Scopes = is.Name, res.Subject, res.Expiry, res.Roles, res.Scopes
-		return &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}, tok, ""
+		return &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}, tok, reasonOK
 	case id.token != "":
 		r.Header.Set("Authorization", "Bearer "+id.token)
 	}
 	if route.Auth == policy.AuthNone {
-		return nil, &TokenExplain{Source: "none"}, ""
+		return nil, &TokenExplain{Source: "none"}, reasonOK
 	}
 	raw, _, st, why := extractToken(r, x.cfg.Token.Sources)
 	switch st {
 	case tokenAbsent:
-		return nil, &TokenExplain{Source: "none"}, ""
+		return nil, &TokenExplain{Source: "none"}, reasonOK
 	case tokenInvalid:
-		return nil, &TokenExplain{Source: "token", Error: why}, codeInvalidToken
+		return nil, &TokenExplain{Source: "token", Error: why}, reasonInvalidToken
 	}
 	tok := &TokenExplain{Source: "token"}
 	tok.Alg, tok.Kid = peekHeader(raw)
 	if x.verifier == nil {
 		tok.Error = "no verifier"
-		return nil, tok, codeInvalidToken
+		return nil, tok, reasonInvalidToken
 	}
 	res, err := x.verifier.Verify(ctx, raw)
 	if err != nil {
-		code, msg := verifyCode(err)
+		rs, msg := verifyReason(err)
 		tok.Error = msg
 		if msg == "" {
 			tok.Error = err.Error()
 		}
-		return nil, tok, code
+		return nil, tok, rs
 	}
 	tok.Verified = true
 	tok.Issuer, tok.Kid, tok.Subject, tok.Expiry, tok.Roles, tok.Scopes = res.Issuer, res.Kid, res.Subject, res.Expiry, res.Roles, res.Scopes
-	return &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}, tok, ""
+	return &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}, tok, reasonOK
 }
 
 // issuer is the entry named name, the first when name is "".

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
@@ -47,10 +48,10 @@ type faultWorld struct {
 
 func newFaultWorld(t *testing.T) *faultWorld {
 	w := &faultWorld{up: newRecorder(t), key: jwkstest.NewKey("RS256", "k1"), audit: filepath.Join(t.TempDir(), "audit.jsonl")}
-	w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+	w.up.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 		io.WriteString(rw, "ok")
-	}
+	})
 	w.jwks = jwkstest.NewServer(w.key)
 	t.Cleanup(w.jwks.Close)
 	return w
@@ -203,7 +204,7 @@ func load(g *gatehouse, workers int, one func(c *http.Client)) (stop func()) {
 				select {
 				case <-done:
 					return
-				case <-g.exited:
+				case <-g.Exited():
 					return
 				default:
 				}
@@ -266,7 +267,7 @@ func settle(t *testing.T, g *gatehouse, baseline int) int {
 
 func noPanic(t *testing.T, g *gatehouse) {
 	t.Helper()
-	if s := g.stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
+	if s := g.Stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
 		t.Errorf("gatehouse logged a panic:\n%s", s)
 	}
 }
@@ -302,8 +303,8 @@ func auditIDs(t *testing.T, path string) map[string]int {
 // of events matched.
 func checkAudit(t *testing.T, g *gatehouse, path string, tl *tally) int {
 	t.Helper()
-	g.stop()
-	if code := g.cmd.ProcessState.ExitCode(); code != 0 {
+	g.Stop()
+	if code := g.ExitCode(); code != 0 {
 		t.Errorf("gatehouse exited %d", code)
 	}
 	ids := auditIDs(t, path)
@@ -358,7 +359,7 @@ func metric(t *testing.T, g *gatehouse, prefix string) float64 {
 func TestFaultJWKSDown(t *testing.T) {
 	w := newFaultWorld(t)
 	w.jwks.SetHandler(func(rw http.ResponseWriter, r *http.Request) { http.Error(rw, "down", http.StatusServiceUnavailable) })
-	g := startGatehouse(t, w.config(faultOpts{issuer: "    refresh_interval: 2s\n    min_refresh_interval: 1s\n"}))
+	g := startProcess(t, w.config(faultOpts{issuer: "    refresh_interval: 2s\n    min_refresh_interval: 1s\n"}))
 	c, tl, tok := faultClient(), newTally("down"), w.token(w.key)
 
 	for i := 0; i < 20; i++ {
@@ -373,7 +374,7 @@ func TestFaultJWKSDown(t *testing.T) {
 
 	w.jwks.SetHandler(nil)
 	if !waitFor(20*time.Second, func() bool { s, _, _ := do(t, "GET", g.AdminURL+"/readyz", nil, ""); return s == 200 }) {
-		t.Fatalf("/readyz never turned 200 after the IdP came back:\n%s", g.stderr.String())
+		t.Fatalf("/readyz never turned 200 after the IdP came back:\n%s", g.Stderr.String())
 	}
 	tl.expect(c, g.URL+"/api/x", tok, 200, "")
 
@@ -402,7 +403,7 @@ func TestFaultJWKSSlow(t *testing.T) {
 	var releaseOnce sync.Once
 	unblock := func() { releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(unblock) // before the JWKS server's Close, which waits for handlers
-	g := startGatehouse(t, w.config(faultOpts{issuer: "    refresh_interval: 1s\n    min_refresh_interval: 500ms\n"}))
+	g := startProcess(t, w.config(faultOpts{issuer: "    refresh_interval: 1s\n    min_refresh_interval: 500ms\n"}))
 	tl, tok := newTally("slow"), w.token(w.key)
 	tl.expect(faultClient(), g.URL+"/api/x", tok, 200, "")
 	base := goroutines(t, g)
@@ -460,7 +461,7 @@ func TestFaultJWKSBadAnswers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			w := newFaultWorld(t)
-			g := startGatehouse(t, w.config(faultOpts{issuer: "    refresh_interval: 1s\n    min_refresh_interval: 500ms\n"}))
+			g := startProcess(t, w.config(faultOpts{issuer: "    refresh_interval: 1s\n    min_refresh_interval: 500ms\n"}))
 			tl, tok := newTally("bad"), w.token(w.key)
 			tl.expect(faultClient(), g.URL+"/api/x", tok, 200, "")
 			base := goroutines(t, g)
@@ -494,7 +495,7 @@ func TestFaultJWKSBadAnswers(t *testing.T) {
 // while requests flow; no valid token is ever refused.
 func TestFaultIssuerRotation(t *testing.T) {
 	w := newFaultWorld(t)
-	g := startGatehouse(t, w.config(faultOpts{}))
+	g := startProcess(t, w.config(faultOpts{}))
 	tl := newTally("rot")
 	k2 := jwkstest.NewKey("RS256", "k2")
 	var current atomic.Pointer[string]
@@ -535,31 +536,31 @@ func TestFaultUpstream(t *testing.T) {
 	dead.Close()
 
 	reset := newRecorder(t)
-	reset.handler = func(rw http.ResponseWriter, r *http.Request) {
+	reset.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
 			conn.Close()
 		}
-	}
+	})
 	cut := newRecorder(t)
-	cut.handler = func(rw http.ResponseWriter, r *http.Request) {
+	cut.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Length", "1000")
 		io.WriteString(rw, "first part")
 		http.NewResponseController(rw).Flush()
 		if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
 			conn.Close()
 		}
-	}
+	})
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	hang := newRecorder(t)
-	hang.handler = func(rw http.ResponseWriter, r *http.Request) {
+	hang.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 		case <-release:
 		}
-	}
+	})
 	slow := newRecorder(t)
-	slow.handler = func(rw http.ResponseWriter, r *http.Request) {
+	slow.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 		for i := 0; i < 6; i++ {
 			fmt.Fprintf(rw, "chunk %d\n", i)
@@ -570,7 +571,7 @@ func TestFaultUpstream(t *testing.T) {
 				return
 			}
 		}
-	}
+	})
 	routes := fmt.Sprintf(`  - location: "/refused/"
     auth: none
     upstream: %q
@@ -587,7 +588,7 @@ func TestFaultUpstream(t *testing.T) {
     auth: none
     upstream: %q
 `, deadURL, reset.URL, cut.URL, hang.URL, slow.URL)
-	g := startGatehouse(t, w.config(faultOpts{routes: routes, timeouts: "  upstream: 500ms"}))
+	g := startProcess(t, w.config(faultOpts{routes: routes, timeouts: "  upstream: 500ms"}))
 	tl := newTally("up")
 	tl.expect(faultClient(), g.URL+"/open/x", "", 200, "")
 	base := goroutines(t, g)
@@ -638,7 +639,7 @@ func TestFaultUpstream(t *testing.T) {
 // requests flow: every answer is the documented one, every event written.
 func TestFaultReloadUnderLoad(t *testing.T) {
 	w := newFaultWorld(t)
-	g := startGatehouse(t, w.config(faultOpts{}))
+	g := startProcess(t, w.config(faultOpts{}))
 	tl, tok := newTally("hup"), w.token(w.key)
 	tl.expect(faultClient(), g.URL+"/api/x", tok, 200, "")
 	base := goroutines(t, g)
@@ -652,13 +653,13 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 	})
 	for i := 0; i < 3; i++ {
 		cfg := w.config(faultOpts{routes: fmt.Sprintf("  - location: \"= /added%d\"\n    auth: none\n", i)})
-		if err := os.WriteFile(g.configPath, []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		mark := n.Load()
-		g.signal(syscall.SIGHUP)
-		if !waitFor(10*time.Second, func() bool { return strings.Count(g.stderr.String(), `"msg":"config reloaded"`) == i+1 }) {
-			t.Fatalf("reload %d not logged:\n%s", i, g.stderr.String())
+		g.Signal(syscall.SIGHUP)
+		if !waitFor(10*time.Second, func() bool { return strings.Count(g.Stderr.String(), `"msg":"config reloaded"`) == i+1 }) {
+			t.Fatalf("reload %d not logged:\n%s", i, g.Stderr.String())
 		}
 		waitFor(5*time.Second, func() bool { return n.Load() >= mark+50 }) // keep the load across the swap
 	}
@@ -674,12 +675,12 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 // cut; the process exits 0; every answered request has its audit event.
 func TestFaultSIGTERMUnderLoad(t *testing.T) {
 	w := newFaultWorld(t)
-	w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+	w.up.SetHandler(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 		time.Sleep(50 * time.Millisecond) // an upstream that takes its time: requests are in flight at SIGTERM
 		io.WriteString(rw, "ok")
-	}
-	g := startGatehouse(t, w.config(faultOpts{}))
+	})
+	g := startProcess(t, w.config(faultOpts{}))
 	tl, tok := newTally("term"), w.token(w.key)
 	var n atomic.Int64
 	var lateErrs atomic.Int64
@@ -695,19 +696,19 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 		tl.record(id, a, a.err == nil && a.status == 200 && a.body == "ok", "in flight at SIGTERM")
 	})
 	waitFor(10*time.Second, func() bool { return n.Load() >= 60 })
-	g.signal(syscall.SIGTERM)
+	g.Signal(syscall.SIGTERM)
 	select {
-	case <-g.exited:
+	case <-g.Exited():
 	case <-time.After(20 * time.Second):
 		t.Fatal("gatehouse did not exit within 20s of SIGTERM")
 	}
 	stop()
-	if code := g.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := g.ExitCode(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 	// Every request the upstream saw was in flight: its client got 200.
 	tl.mu.Lock()
-	for _, r := range w.up.requests() {
+	for _, r := range w.up.Requests() {
 		id := r.Header.Get("X-Request-Id")
 		if a, ok := tl.got[id]; !ok || a.status != 200 || a.err != nil {
 			t.Errorf("request %s reached the upstream but its client got %d %v", id, a.status, a.err)
@@ -720,89 +721,6 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 	answered, _ := tl.counts()
 	t.Logf("FIGURE fault SIGTERM under load: %d requests answered, %d not accepted after the listener closed (never reached the upstream), %d/%d audit events delivered, exit 0",
 		answered, lateErrs.Load(), events, answered)
-}
-
-// forwarder is a TCP proxy to the broker that the test can cut: cutting
-// closes every open connection and closes new ones at once.
-type forwarder struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]bool
-	wg     sync.WaitGroup
-	n      int // connections forwarded
-}
-
-func (f *forwarder) accepted() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
-}
-
-func newForwarder(t *testing.T, target string) *forwarder {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &forwarder{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	f.wg.Add(1)
-	go f.accept()
-	t.Cleanup(f.close)
-	return f
-}
-
-func (f *forwarder) accept() {
-	defer f.wg.Done()
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.mu.Lock()
-		if f.cut {
-			f.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", f.target, 3*time.Second)
-		if err != nil {
-			f.mu.Unlock()
-			c.Close()
-			continue
-		}
-		f.conns[c], f.conns[up] = true, true
-		f.n++
-		f.mu.Unlock()
-		f.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
-			defer f.wg.Done()
-			io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-// setCut cuts (true) or restores (false) the link.
-func (f *forwarder) setCut(cut bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.cut = cut
-	if cut {
-		for c := range f.conns {
-			c.Close()
-		}
-		f.conns = map[net.Conn]bool{}
-	}
-}
-
-func (f *forwarder) close() {
-	f.ln.Close()
-	f.setCut(true)
-	f.wg.Wait()
 }
 
 // TestFaultRabbitMQCut: the link to the broker is cut for a few seconds
@@ -820,12 +738,12 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	aq := newAuditQueue(t, brokerURL)
 	exchange := aq.exchange
 
-	fwd := newForwarder(t, bu.Host)
+	fwd := proxytest.NewForwarder(t, bu.Host)
 	gu := *bu
-	gu.Host = fwd.ln.Addr().String()
+	gu.Host = fwd.Addr()
 	w := newFaultWorld(t)
 	cfg := w.config(faultOpts{audit: fmt.Sprintf("audit:\n  sink: rabbitmq\n  rabbitmq:\n    url_env: GATEHOUSE_AMQP_URL\n    exchange: %q\n", exchange)})
-	g := startGatehouse(t, cfg, "GATEHOUSE_AMQP_URL="+gu.String())
+	g := startProcess(t, cfg, "GATEHOUSE_AMQP_URL="+gu.String())
 	tl, tok := newTally("amqp"), w.token(w.key)
 	tl.expect(faultClient(), g.URL+"/api/x", tok, 200, "")
 	base := goroutines(t, g)
@@ -841,17 +759,17 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	waitFor(10*time.Second, func() bool { return n.Load() >= 100 })
 	// Cut only a working link: events are arriving.
 	if !waitFor(20*time.Second, func() bool { return aq.distinct() >= 10 }) {
-		t.Fatalf("no audit event arrived before the cut:\n%s", g.stderr.String())
+		t.Fatalf("no audit event arrived before the cut:\n%s", g.Stderr.String())
 	}
-	fwd.setCut(true)
+	fwd.SetCut(true)
 	cutAt, mark := time.Now(), n.Load()
 	// Hold the cut for at least 2s and 100 requests.
 	waitFor(20*time.Second, func() bool { return time.Since(cutAt) >= 2*time.Second && n.Load() >= mark+100 })
 	duringCut, cutFor := n.Load()-mark, time.Since(cutAt).Round(100*time.Millisecond)
-	if !g.waitLog("audit broker connection lost", 10*time.Second) {
-		t.Errorf("gatehouse did not notice the cut:\n%s", g.stderr.String())
+	if !g.WaitLog("audit broker connection lost", 10*time.Second) {
+		t.Errorf("gatehouse did not notice the cut:\n%s", g.Stderr.String())
 	}
-	fwd.setCut(false)
+	fwd.SetCut(false)
 	mark = n.Load()
 	waitFor(10*time.Second, func() bool { return n.Load() >= mark+100 })
 	stop()
@@ -879,9 +797,9 @@ func TestFaultRabbitMQCut(t *testing.T) {
 		m := missing()
 		t.Errorf("%d of %d audit events never arrived after the broker came back, e.g. %v", len(m), len(want), m[:min(5, len(m))])
 		if os.Getenv("GATEHOUSE_TEST_DUMP") != "" {
-			g.signal(syscall.SIGQUIT)
-			<-g.exited
-			os.WriteFile(os.Getenv("GATEHOUSE_TEST_DUMP"), []byte(g.stderr.String()), 0o644)
+			g.Signal(syscall.SIGQUIT)
+			<-g.Exited()
+			os.WriteFile(os.Getenv("GATEHOUSE_TEST_DUMP"), []byte(g.Stderr.String()), 0o644)
 		}
 	}
 	dups := 0
@@ -893,8 +811,8 @@ func TestFaultRabbitMQCut(t *testing.T) {
 	}
 	after := settle(t, g, base)
 	noPanic(t, g)
-	g.stop()
-	if code := g.cmd.ProcessState.ExitCode(); code != 0 {
+	g.Stop()
+	if code := g.ExitCode(); code != 0 {
 		t.Errorf("exit code %d", code)
 	}
 	answered, bad := tl.counts()
@@ -987,35 +905,35 @@ func TestRabbitMQConnectionSurvivesReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	aq := newAuditQueue(t, brokerURL)
-	fwd := newForwarder(t, bu.Host)
+	fwd := proxytest.NewForwarder(t, bu.Host)
 	gu := *bu
-	gu.Host = fwd.ln.Addr().String()
+	gu.Host = fwd.Addr()
 	w := newFaultWorld(t)
 	auditCfg := func(events string) string {
 		return fmt.Sprintf("audit:\n  sink: rabbitmq\n  events: %s\n  rabbitmq:\n    url_env: GATEHOUSE_AMQP_URL\n    exchange: %q\n", events, aq.exchange)
 	}
-	g := startGatehouse(t, w.config(faultOpts{audit: auditCfg("[allow, deny]")}), "GATEHOUSE_AMQP_URL="+gu.String())
+	g := startProcess(t, w.config(faultOpts{audit: auditCfg("[allow, deny]")}), "GATEHOUSE_AMQP_URL="+gu.String())
 	tok := w.token(w.key)
 	delivered := func(what string) {
 		t.Helper()
 		_, h, _ := do(t, "GET", g.URL+"/api/x", bearerHeader(tok), "")
 		id := h.Get("X-Request-Id")
 		if !waitFor(15*time.Second, func() bool { return aq.count(id) > 0 }) {
-			t.Fatalf("%s: the audit event of request %s never arrived:\n%s", what, id, g.stderr.String())
+			t.Fatalf("%s: the audit event of request %s never arrived:\n%s", what, id, g.Stderr.String())
 		}
 	}
 	delivered("at start")
-	if n := fwd.accepted(); n != 1 {
+	if n := fwd.Accepted(); n != 1 {
 		t.Fatalf("%d broker connections at start, want 1", n)
 	}
 	reload := func(cfg string, n int) {
 		t.Helper()
-		if err := os.WriteFile(g.configPath, []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(g.ConfigPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		g.signal(syscall.SIGHUP)
-		if !g.waitLogCount(`"msg":"config reloaded"`, n, 10*time.Second) {
-			t.Fatalf("reload %d not logged:\n%s", n, g.stderr.String())
+		g.Signal(syscall.SIGHUP)
+		if !g.WaitLogCount(`"msg":"config reloaded"`, n, 10*time.Second) {
+			t.Fatalf("reload %d not logged:\n%s", n, g.Stderr.String())
 		}
 	}
 	// Two reloads with the audit section unchanged (the routes differ).
@@ -1024,13 +942,13 @@ func TestRabbitMQConnectionSurvivesReload(t *testing.T) {
 		reload(cfg, i)
 	}
 	delivered("after two reloads")
-	if n := fwd.accepted(); n != 1 {
+	if n := fwd.Accepted(); n != 1 {
 		t.Errorf("%d broker connections after reloads that kept the audit section, want the first one only", n)
 	}
 	// Control: a changed audit section gets a new emitter and connection.
 	reload(w.config(faultOpts{audit: auditCfg("[deny, allow]")}), 3)
 	delivered("after the audit section changed")
-	if n := fwd.accepted(); n != 2 {
+	if n := fwd.Accepted(); n != 2 {
 		t.Errorf("%d broker connections after the audit section changed, want 2", n)
 	}
 }

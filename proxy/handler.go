@@ -3,11 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,23 +25,26 @@ type Handler struct {
 	engine   *policy.Engine
 	verifier *jwks.Verifier
 	emitter  *audit.Emitter
-	// emitterUsers counts the handlers sharing emitter; the last to retire closes it.
-	emitterUsers *atomic.Int32
-	strip        *stripper
-	headers      *headerTable
-	routes       []routeState // by policy.Route.Index
-	ups          []*upstream  // distinct upstreams, for closing idle connections
-	metrics      *Metrics
-	badPath      *routeMetrics
-	cors         *corsPolicy // nil: preflights are ordinary requests
+	parts    *parts   // the server's pools: what this handler holds across reloads
+	auditKey auditKey // this handler's reference to its emitter in parts
+	strip    *stripper
+	headers  *headerTable
+	// denyAll is the default route when it is `default: deny`, else nil:
+	// such a request is refused before any token is read.
+	denyAll *policy.Route
+	routes  []routeState // by policy.Route.Index
+	ups     []*upstream  // distinct upstreams, for closing idle connections
+	metrics *Metrics
+	badPath *routeMetrics
+	cors    *corsPolicy // nil: preflights are ordinary requests
 
 	authAllow, authDeny prometheus.Observer
 	log                 *slog.Logger
 	now                 func() time.Time
 
-	// deciding counts requests between arrival and their audit event, so a
-	// replaced emitter is closed only when no request can still emit to it.
-	deciding atomic.Int64
+	// inflight counts requests from arrival to their end, so that what a
+	// replaced handler holds is released only when no request still uses it.
+	inflight inflight
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -51,50 +55,110 @@ type routeState struct {
 	metrics *routeMetrics
 }
 
-// outcome is what the auth steps decided for one request.
+// outcome is what gatehouse decided for one request, and what it needs to
+// record and answer it. It lives on ServeHTTP's stack.
 type outcome struct {
+	start       time.Time
+	id          string // X-Request-Id
+	path        string // normalised (or, for a bad path, as net/http parsed it)
 	route       *policy.Route
-	code        string // reason code (SPEC.md 4, or ok/public)
+	reason      reason
 	description string // verifier's text for error_description
 	res         *jwks.Result
 	tokenSrc    int           // the source the verified token came from, -1 none
 	label       *routeMetrics // the metrics and audit route when not route's own (cors_preflight)
 	shadow      *audit.Shadow // what a shadow route in line would have decided (SPEC.md 13)
+	recorded    bool          // finish ran: metrics and audit have this request
+	sw          *statusWriter
 }
 
-func (o *outcome) allowed() bool { return o.code == codeOK || o.code == codePublic }
-
+// ServeHTTP runs the pipeline of SPEC.md 3 to 5 for one request. Every
+// answer gatehouse makes itself goes through finish (metrics, audit, once)
+// and answer (the rendering of the reason table). A panic anywhere below is
+// recovered here, answered 500 and counted; the in-flight count that retire
+// waits on goes up and down only here.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := h.now()
-	h.deciding.Add(1)
+	h.inflight.enter()
+	defer h.inflight.leave()
+	o := outcome{start: h.now(), tokenSrc: -1}
+	defer h.recoverPanic(w, r, &o)
 	// The answer's X-Request-Id is set by writeError or, for a forwarded
 	// request, by ModifyResponse: ReverseProxy adds the upstream's headers to
 	// any already set, which would send two.
-	id := requestID(r)
+	o.id = requestID(r)
 
 	path, ok := policy.Normalize(rawPath(r))
 	if !ok {
-		bad := outcome{code: codeBadRequest, tokenSrc: -1}
-		h.finish(r, &bad, start, id, r.URL.Path)
-		refuseBody(w, r)
-		writeError(w, codeBadRequest, id, "")
+		o.reason, o.path = reasonBadRequest, r.URL.Path
+		h.finish(r, &o)
+		h.answer(w, r, &o)
 		return
 	}
+	o.path = path
 	h.strip.strip(r.Header)
-	if h.servePreflight(w, r, path, start, id) {
+	if h.servePreflight(w, r, &o) {
 		return
 	}
-	shadow := h.decideShadow(r, path)
-	// A value, not a pointer: the outcome stays on the stack.
-	o := h.authorize(r, path)
-	o.shadow = shadow
-	h.finish(r, &o, start, id, path)
-	if !o.allowed() {
-		refuseBody(w, r)
-		writeError(w, o.code, id, o.description)
+	o.shadow = h.decideShadow(r, o.path)
+	h.authorize(r, &o)
+	if o.reason.allowed() {
+		h.checkBody(r, &o)
+	}
+	h.finish(r, &o)
+	if !o.reason.allowed() {
+		h.answer(w, r, &o)
 		return
 	}
-	h.forward(w, r, &o, path)
+	h.forward(w, r, &o)
+}
+
+// answer renders a refusal of the reason table. This is the split point
+// for the second writer: a gRPC request will get a trailers-only answer
+// from the same table (proxy/grpc.go), everything else the JSON body.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, o *outcome) {
+	refuseBody(w, r)
+	writeError(w, o.reason, o.id, o.description)
+}
+
+// recoverPanic turns a panic on the request path into a 500 with the JSON
+// body, counted in gatehouse_panics_total and logged with its stack. A panic
+// before the decision was recorded is recorded as internal_error; one while
+// forwarding keeps the decision already recorded, and when the response
+// has begun the connection is aborted instead (a status cannot follow a
+// body). http.ErrAbortHandler is net/http's own way to abort a response
+// (ReverseProxy uses it when the upstream's body breaks): not a bug, passed on.
+func (h *Handler) recoverPanic(w http.ResponseWriter, r *http.Request, o *outcome) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	h.metrics.panics.Inc()
+	h.log.Error("panic serving request", "request_id", o.id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	if o.sw != nil && o.sw.status != 0 {
+		panic(http.ErrAbortHandler)
+	}
+	if !o.recorded {
+		o.reason, o.description = reasonInternalError, ""
+		if o.path == "" {
+			o.path = r.URL.Path
+		}
+		h.finish(r, o)
+	}
+	refuseBody(w, r)
+	writeError(w, reasonInternalError, o.id, "")
+}
+
+// checkBody refuses, before anything is recorded or forwarded, a body
+// whose declared length is over limits.max_body_bytes: 413, a deny. A body
+// of unknown length (chunked) is cut by http.MaxBytesReader in forward
+// instead; see upstreamError for how that one is recorded.
+func (h *Handler) checkBody(r *http.Request, o *outcome) {
+	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.ContentLength > limit {
+		o.reason = reasonPayloadTooLarge
+	}
 }
 
 // refuseBody closes the connection after a denial of a request that has a
@@ -149,62 +213,52 @@ func rawPath(r *http.Request) string {
 	return uri
 }
 
-// authorize runs route match, token extraction, verification and decision.
-func (h *Handler) authorize(r *http.Request, path string) outcome {
-	route := h.engine.Match(r.Method, path)
-	o := outcome{route: route, tokenSrc: -1}
-	if route.Auth == policy.AuthNone {
+// authorize runs route match, token extraction, verification and the one
+// decision of the route.
+func (h *Handler) authorize(r *http.Request, o *outcome) {
+	route := h.engine.Match(r.Method, o.path)
+	o.route = route
+	switch {
+	case route == h.denyAll:
+		o.reason = reasonForbidden // default deny: no token is worth verifying
+		return
+	case route.Auth == policy.AuthNone:
 		removeBearer(r.Header)
-		o.code = string(h.decide(r, path, route, nil).Reason)
-		return o
+		o.reason = fromPolicy(h.decide(r, o.path, route, nil).Reason)
+		return
 	}
-	if d := route.Decide(nil); d.Reason == policy.ReasonForbidden {
-		o.code = codeForbidden // default deny: no token is worth verifying
-		return o
-	}
+	var subject *policy.Subject
 	raw, src, st, why := extractToken(r, h.cfg.Token.Sources)
 	switch st {
-	case tokenAbsent:
-		o.code = string(h.decide(r, path, route, nil).Reason)
-		return o
 	case tokenInvalid:
-		o.code, o.description = codeInvalidToken, why
-		return o
+		o.reason, o.description = reasonInvalidToken, why
+		return
+	case tokenFound:
+		res, err := h.verifier.Verify(r.Context(), raw)
+		if err != nil {
+			o.reason, o.description = verifyReason(err)
+			return
+		}
+		o.res, o.tokenSrc = res, src
+		subject = &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
 	}
-	res, err := h.verifier.Verify(r.Context(), raw)
-	if err != nil {
-		o.code, o.description = verifyCode(err)
-		return o
-	}
-	o.res, o.tokenSrc = res, src
-	subject := policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
-	o.code = string(h.decide(r, path, route, &subject).Reason)
-	return o
+	o.reason = fromPolicy(h.decide(r, o.path, route, subject).Reason)
 }
 
-func verifyCode(err error) (string, string) {
+func verifyReason(err error) (reason, string) {
 	var e *jwks.Error
 	if !errors.As(err, &e) {
-		return codeInvalidToken, ""
+		return reasonInvalidToken, ""
 	}
-	switch e.Reason {
-	case jwks.ReasonExpired:
-		return codeTokenExpired, e.Msg
-	case jwks.ReasonKeysUnavailable:
-		return codeKeysUnavailable, e.Msg
-	}
-	return codeInvalidToken, e.Msg
+	return fromJWKS(e.Reason), e.Msg
 }
 
 // finish records the decision: metrics, the audit event, one debug line.
-func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path string) {
-	defer h.deciding.Add(-1)
-	elapsed := h.now().Sub(start)
-	allowed := o.allowed()
-	decision := "deny"
-	if allowed {
-		decision = "allow"
-	}
+func (h *Handler) finish(r *http.Request, o *outcome) {
+	o.recorded = true
+	elapsed := h.now().Sub(o.start)
+	allowed := o.reason.allowed()
+	decision := o.reason.decision()
 	rm := h.badPath
 	routeName := "default"
 	switch {
@@ -214,7 +268,7 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 		rm = h.routes[o.route.Index].metrics
 		routeName = o.route.Name
 	}
-	rm.count(o.code)
+	rm.count(o.reason)
 	if allowed {
 		h.authAllow.Observe(elapsed.Seconds())
 	} else {
@@ -223,14 +277,14 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 
 	if h.emitter.Wants(decision) {
 		ev := audit.Event{
-			Time:      start,
-			RequestID: id,
+			Time:      o.start,
+			RequestID: o.id,
 			Decision:  decision,
-			Reason:    o.code,
-			Status:    statusOf(o.code),
+			Reason:    o.reason.String(),
+			Status:    o.reason.info().status,
 			Route:     routeName,
 			Method:    r.Method,
-			Path:      path,
+			Path:      o.path,
 			Host:      r.Host,
 			ClientIP:  clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"], h.cfg.TrustedProxies),
 			Duration:  elapsed,
@@ -242,20 +296,13 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 		h.emitter.Emit(ev)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
-		h.log.Debug("decision", "request_id", id, "route", routeName, "decision", decision, "reason", o.code)
+		h.log.Debug("decision", "request_id", o.id, "route", routeName, "decision", decision, "reason", o.reason.String())
 	}
-}
-
-func statusOf(code string) int {
-	if d, ok := denials[code]; ok {
-		return d.status
-	}
-	return http.StatusOK
 }
 
 // forward sends an allowed request upstream with the canonical path, the
 // claim headers, and the token only when it was verified here.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, path string) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome) {
 	// Every configured source goes unless it holds the token verified here
 	// and forward_token is on: auth: none too (SPEC.md 5).
 	keep := -1
@@ -266,13 +313,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 	if o.res != nil {
 		h.headers.inject(r.Header, o.res)
 	}
-	setPath(r.URL, path)
+	setPath(r.URL, o.path)
 	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
-		if r.ContentLength > limit {
-			refuseBody(w, r)
-			writeError(w, codePayloadTooLarge, r.Header.Get("X-Request-Id"), "")
-			return
-		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	if o.res != nil && isUpgrade(r) {
@@ -284,6 +326,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 	}
 	rs := &h.routes[o.route.Index]
 	sw := statusWriter{ResponseWriter: w}
+	o.sw = &sw
 	watchClientBody(r)
 	began := h.now()
 	rs.up.rp.ServeHTTP(&sw, r)

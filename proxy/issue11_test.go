@@ -77,12 +77,12 @@ func TestUnverifiedTokensNeverReachUpstream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mark := w.up.wireLen()
+			mark := w.up.WireLen()
 			line, all := rawRequest(t, addr, "GET "+tt.target+" HTTP/1.1\r\nHost: app.test\r\n"+tt.headers+"Connection: close\r\n\r\n")
 			if !strings.Contains(line, " 200 ") {
 				t.Fatalf("%s\n%s", line, all)
 			}
-			got := w.up.last(t)
+			got := w.up.Last(t)
 			if got.RequestURI != tt.wantURI {
 				t.Errorf("upstream RequestURI = %q, want %q", got.RequestURI, tt.wantURI)
 			}
@@ -95,7 +95,7 @@ func TestUnverifiedTokensNeverReachUpstream(t *testing.T) {
 			if v, ok := got.Header["X-Api-Token"]; ok {
 				t.Errorf("upstream got X-Api-Token %.20q", v)
 			}
-			wire := w.up.wireSince(mark)
+			wire := w.up.WireSince(mark)
 			if n := strings.Count(wire, tok); n != tt.wantTokens {
 				t.Errorf("the token is %d times on the upstream wire, want %d", n, tt.wantTokens)
 			}
@@ -127,12 +127,12 @@ func TestClaimArraysWithSeparators(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := strings.Count(g.stderr.String(), "holds a separator")
+			before := strings.Count(g.Stderr.String(), "holds a separator")
 			status, _, body := do(t, "GET", g.URL+"/api/x", bearerHeader(w.token(tt.claims)), "")
 			if status != 200 {
 				t.Fatalf("status %d: %s", status, body)
 			}
-			got, ok := w.up.last(t).Header[tt.header]
+			got, ok := w.up.Last(t).Header[tt.header]
 			if tt.want == "" && ok {
 				t.Errorf("%s = %q, want no header", tt.header, got)
 			}
@@ -142,17 +142,17 @@ func TestClaimArraysWithSeparators(t *testing.T) {
 			if !tt.warns {
 				return
 			}
-			if !g.waitLogCount("holds a separator", before+1, 10*time.Second) {
-				t.Fatalf("no warning logged\n%s", g.stderr.String())
+			if !g.WaitLogCount("holds a separator", before+1, 10*time.Second) {
+				t.Fatalf("no warning logged\n%s", g.Stderr.String())
 			}
-			lines := strings.Split(grep(g.stderr.String(), "holds a separator"), "\n")
+			lines := strings.Split(grep(g.Stderr.String(), "holds a separator"), "\n")
 			line := lines[len(lines)-1]
 			if !strings.Contains(line, `"header":"`+tt.header+`"`) || !strings.Contains(line, `"level":"WARN"`) {
 				t.Errorf("warning does not name the header at warn level: %s", line)
 			}
 		})
 	}
-	if strings.Contains(g.stderr.String(), "zz-secret") {
+	if strings.Contains(g.Stderr.String(), "zz-secret") {
 		t.Errorf("a claim value reached the log")
 	}
 }
@@ -203,14 +203,14 @@ func TestBadClientBody(t *testing.T) {
 			t.Errorf("a client's bad body counted as an upstream failure: %s", l)
 		}
 	}
-	if strings.Contains(g.stderr.String(), "upstream failed") {
-		t.Errorf("logged as an upstream failure:\n%s", grep(g.stderr.String(), "upstream failed"))
+	if strings.Contains(g.Stderr.String(), "upstream failed") {
+		t.Errorf("logged as an upstream failure:\n%s", grep(g.Stderr.String(), "upstream failed"))
 	}
 
 	// A whole body still goes through on the same route.
 	status, _, body := do(t, "POST", g.URL+"/api/x", bearerHeader(tok), "hello")
-	if status != 200 || w.up.last(t).Body != "hello" {
-		t.Errorf("a good body: %d %s, upstream got %q", status, body, w.up.last(t).Body)
+	if status != 200 || w.up.Last(t).Body != "hello" {
+		t.Errorf("a good body: %d %s, upstream got %q", status, body, w.up.Last(t).Body)
 	}
 }
 

@@ -20,13 +20,16 @@ type Metrics struct {
 	authDuration     *prometheus.HistogramVec
 	upstreamDuration *prometheus.HistogramVec
 	reloads          *prometheus.CounterVec
+	panics           prometheus.Counter
 	shadow           *prometheus.CounterVec
 
 	jwks  *jwks.Metrics
 	audit *audit.Metrics
 }
 
-func newMetrics(version string) *Metrics {
+// NewMetrics makes the collectors on a new registry; version is the
+// gatehouse_build_info label.
+func NewMetrics(version string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -53,13 +56,17 @@ func newMetrics(version string) *Metrics {
 			Help: "Config reloads by result.",
 		}, []string{"result"}),
 	}
+	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_panics_total",
+		Help: "Panics recovered on the request path (each answered 500 internal_error and logged with its stack).",
+	})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gatehouse_build_info",
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.shadow = newShadowMetric()
-	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.shadow, build)
+	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, build)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	m.jwks = jwks.NewMetrics(reg)
@@ -73,8 +80,8 @@ func newMetrics(version string) *Metrics {
 type routeMetrics struct {
 	name     string
 	m        *Metrics
-	requests [len(reasonCodes)]lazyCounter
-	upstream [5]lazyObserver // 2xx 3xx 4xx 5xx error
+	requests [numReasons]lazyCounter // by reason: every reason has its slot
+	upstream [5]lazyObserver         // 2xx 3xx 4xx 5xx error
 }
 
 type lazyCounter struct {
@@ -87,16 +94,9 @@ type lazyObserver struct {
 	o    prometheus.Observer
 }
 
-func (r *routeMetrics) count(code string) {
-	i := reasonIndex(code)
-	lc := &r.requests[i]
-	lc.once.Do(func() {
-		decision := "deny"
-		if code == codeOK || code == codePublic {
-			decision = "allow"
-		}
-		lc.c = r.m.requests.WithLabelValues(r.name, decision, code)
-	})
+func (r *routeMetrics) count(rs reason) {
+	lc := &r.requests[rs]
+	lc.once.Do(func() { lc.c = r.m.requests.WithLabelValues(r.name, rs.decision(), rs.String()) })
 	lc.c.Inc()
 }
 

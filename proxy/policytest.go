@@ -93,14 +93,17 @@ func joinWords(s []string) string {
 	return b.String()
 }
 
-// expectations are the values `expect` takes: allow or a SPEC.md 4 code.
-var expectations = map[string]bool{"allow": true}
-
-func init() {
-	for code := range denials {
-		expectations[code] = true
+// expectations are the values `expect` takes: allow or the code of a
+// denial in the reason table.
+var expectations = func() map[string]bool {
+	m := map[string]bool{"allow": true}
+	for rs := reason(0); rs < numReasons; rs++ {
+		if !rs.allowed() {
+			m[rs.String()] = true
+		}
 	}
-}
+	return m
+}()
 
 // loadCases reads and checks a cases file, every error at its position.
 func loadCases(file string, cfg *Config) ([]policyCase, error) {

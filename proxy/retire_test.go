@@ -46,23 +46,24 @@ audit:
 		return c
 	}
 	d := deps{
-		metrics: newMetrics("retire-test"),
+		metrics: NewMetrics("retire-test"),
 		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		now:     time.Now,
 		source:  "gatehouse/test",
 		stdout:  io.Discard,
 	}
+	p := newParts(func(msg string, err error) { t.Errorf("%s: %v", msg, err) })
 	ctx := context.Background()
 	f1, f2 := filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "c.jsonl")
-	a, err := build(ctx, load(f1), nil, d)
+	a, err := build(ctx, load(f1), d, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := build(ctx, load(f1), a, d)
+	b, err := build(ctx, load(f1), d, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := build(ctx, load(f2), b, d)
+	c, err := build(ctx, load(f2), d, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +71,14 @@ audit:
 		t.Fatal("setup: A and B must share an emitter, C must have its own")
 	}
 
-	a.deciding.Add(1) // a request still deciding on A
+	a.inflight.enter() // a request still in flight on A
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	aDone := make(chan struct{})
 	go func() { a.retire(rctx); close(aDone) }()
 	b.retire(rctx)
 	a.emitter.Emit(audit.Event{Decision: "deny", Reason: "forbidden", RequestID: "late-on-a", Status: 403})
-	a.deciding.Add(-1)
+	a.inflight.leave()
 	select {
 	case <-aDone:
 	case <-rctx.Done():

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
-	"github.com/gatehouse/gatehouse/jwks"
 )
 
 // Options are what main (or an embedding program such as the quickstart)
@@ -27,9 +26,11 @@ import (
 type Options struct {
 	ConfigPath string
 	Version    string
-	// Logger receives gatehouse's structured logs; nil: JSON on stderr at
-	// the config's log.level.
+	// Logger receives gatehouse's structured logs; nil: JSON on Stderr at
+	// the config's log.level (which a reload may change).
 	Logger *slog.Logger
+	// Stderr is where those JSON logs go when Logger is nil; nil: os.Stderr.
+	Stderr io.Writer
 	// Stdout is where the `stdout` audit sink writes; nil: os.Stdout.
 	Stdout io.Writer
 	// Listening, if set, is called once both listeners are bound.
@@ -51,7 +52,11 @@ func Run(ctx context.Context, opts Options) error {
 	level.Set(cfg.LogLevel)
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		stderr := opts.Stderr
+		if stderr == nil {
+			stderr = os.Stderr
+		}
+		log = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	}
 	stdout := opts.Stdout
 	if stdout == nil {
@@ -63,14 +68,14 @@ func Run(ctx context.Context, opts Options) error {
 		log:   log,
 		level: level,
 		deps: deps{
-			metrics: newMetrics(opts.Version),
-			jwks:    jwks.NewPool(),
+			metrics: NewMetrics(opts.Version),
 			log:     log,
 			now:     time.Now,
 			source:  "gatehouse/" + host,
 			stdout:  stdout,
 		},
 	}
+	s.parts = newParts(s.logFlush)
 	return s.run(ctx, cfg)
 }
 
@@ -79,6 +84,7 @@ type server struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	deps    deps
+	parts   *parts // what handlers share across reloads
 	current atomic.Pointer[Handler]
 	cert    atomic.Pointer[tls.Certificate]
 	mu      sync.Mutex // serialises reloads
@@ -87,21 +93,22 @@ type server struct {
 	retiring sync.WaitGroup
 }
 
+func (s *server) logFlush(msg string, err error) { s.log.Warn(msg, "error", err.Error()) }
+
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.current.Load().ServeHTTP(w, r)
 }
 
+// run serves cfg until ctx ends or the listener fails, in named steps:
+// bind, trap SIGHUP, start admin, build the first handler, serve, then the
+// loop of reloads and the stop.
 func (s *server) run(ctx context.Context, cfg *Config) error {
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, adminLn, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
 	defer ln.Close()
-	var adminLn net.Listener
-	if cfg.AdminListen != "" {
-		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-			return fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
-		}
+	if adminLn != nil {
 		defer adminLn.Close()
 	}
 
@@ -119,19 +126,13 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 
 	// The admin listener answers /healthz and (503) /readyz while the first
 	// key fetches run.
-	var admin *http.Server
 	if adminLn != nil {
-		admin = &http.Server{
-			Handler:           adminHandler(s.deps.metrics, &s.current),
-			ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
-			IdleTimeout:       cfg.Timeouts.Idle,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		}
+		admin := s.adminServer(cfg)
 		go func() { _ = admin.Serve(adminLn) }()
 		defer admin.Close()
 	}
 
-	first, err := build(ctx, cfg, nil, s.deps)
+	first, err := build(ctx, cfg, s.deps, s.parts)
 	if err != nil {
 		return err
 	}
@@ -140,6 +141,71 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 		s.cert.Store(&cfg.TLS.cert)
 	}
 
+	srv, serveErr := s.serve(ln, cfg, baseCtx)
+	var adminAddr net.Addr
+	if adminLn != nil {
+		adminAddr = adminLn.Addr()
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "admin", addrString(adminAddr), "tls", cfg.TLS != nil)
+	if s.opts.Listening != nil {
+		s.opts.Listening(ln.Addr(), adminAddr)
+	}
+
+	w := watcher{s: s, ctx: ctx, changed: make(chan struct{}, 1)}
+	defer w.set(false)
+	w.set(cfg.WatchConfig)
+
+	for {
+		select {
+		case <-ctx.Done():
+			return s.shutdown(srv, cancelBase)
+		case err := <-serveErr:
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			s.reload(ctx, "signal")
+			// SPEC.md 15: SIGHUP also refetches every JWKS (rate limited);
+			// the fetches run on the issuers' loops, this loop does not wait.
+			go s.current.Load().verifier.Refetch(ctx)
+			if err := s.current.Load().emitter.Reopen(); err != nil {
+				s.log.Error("audit reopen failed", "error", err.Error())
+			}
+			w.set(s.current.Load().cfg.WatchConfig)
+		case <-w.changed:
+			s.reload(ctx, "watch")
+			w.set(s.current.Load().cfg.WatchConfig)
+		}
+	}
+}
+
+// listen binds the main listener and, unless admin.listen is "", the admin one.
+func listen(cfg *Config) (ln, adminLn net.Listener, err error) {
+	if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.AdminListen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			ln.Close()
+			return nil, nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+		}
+	}
+	return ln, adminLn, nil
+}
+
+func (s *server) adminServer(cfg *Config) *http.Server {
+	return &http.Server{
+		Handler:           adminHandler(s.deps.metrics, &s.current),
+		ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+		IdleTimeout:       cfg.Timeouts.Idle,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// serve starts the main server on ln (TLS when configured); its end is
+// sent on the returned channel.
+func (s *server) serve(ln net.Listener, cfg *Config, baseCtx context.Context) (*http.Server, <-chan error) {
 	maxHeader := int(cfg.Limits.MaxHeaderBytes) - 4096 // net/http allows 4096 bytes over MaxHeaderBytes
 	if maxHeader < 1024 {
 		maxHeader = 1024
@@ -164,59 +230,30 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 	} else {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
-	var adminAddr net.Addr
-	if adminLn != nil {
-		adminAddr = adminLn.Addr()
-	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "admin", addrString(adminAddr), "tls", cfg.TLS != nil)
-	if s.opts.Listening != nil {
-		s.opts.Listening(ln.Addr(), adminAddr)
-	}
+	return srv, serveErr
+}
 
-	// The watcher follows watch_config across reloads: a reload that turns
-	// it on starts polling, one that turns it off stops it.
-	changed := make(chan struct{}, 1)
-	stopWatch := func() {}
-	watching := false
-	setWatch := func(on bool) {
-		if on == watching {
-			return
-		}
-		stopWatch()
-		stopWatch = func() {}
-		if on {
-			var watchCtx context.Context
-			watchCtx, stopWatch = context.WithCancel(ctx)
-			go s.watch(watchCtx, changed)
-		}
-		watching = on
-	}
-	defer func() { stopWatch() }()
-	setWatch(cfg.WatchConfig)
+// watcher follows watch_config across reloads: a reload that turns it on
+// starts polling, one that turns it off stops it.
+type watcher struct {
+	s       *server
+	ctx     context.Context
+	changed chan struct{}
+	stop    context.CancelFunc // nil while not watching
+}
 
-	for {
-		select {
-		case <-ctx.Done():
-			return s.shutdown(srv, cancelBase)
-		case err := <-serveErr:
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
-			}
-			return fmt.Errorf("serve: %w", err)
-		case <-hup:
-			s.reload(ctx, "signal")
-			// SPEC.md 15: SIGHUP also refetches every JWKS (rate limited);
-			// the fetches run on the issuers' loops, this loop does not wait.
-			go s.current.Load().verifier.Refetch(ctx)
-			if err := s.current.Load().emitter.Reopen(); err != nil {
-				s.log.Error("audit reopen failed", "error", err.Error())
-			}
-			setWatch(s.current.Load().cfg.WatchConfig)
-		case <-changed:
-			s.reload(ctx, "watch")
-			setWatch(s.current.Load().cfg.WatchConfig)
-		}
+func (w *watcher) set(on bool) {
+	if on == (w.stop != nil) {
+		return
 	}
+	if !on {
+		w.stop()
+		w.stop = nil
+		return
+	}
+	var watchCtx context.Context
+	watchCtx, w.stop = context.WithCancel(w.ctx)
+	go w.s.watch(watchCtx, w.changed)
 }
 
 func addrString(a net.Addr) string {
@@ -278,7 +315,7 @@ func (s *server) reload(ctx context.Context, trigger string) {
 		}
 		return
 	}
-	next, err := build(ctx, cfg, old, s.deps)
+	next, err := build(ctx, cfg, s.deps, s.parts)
 	if err != nil {
 		s.deps.metrics.reloads.WithLabelValues("error").Inc()
 		s.log.Error("reload failed, keeping the running config", "trigger", trigger, "error", err.Error())

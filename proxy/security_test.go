@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -294,7 +295,7 @@ type attackCase struct {
 	note    string // said after the answer in SECURITY.md
 	bug     string // a known bug: the row is skipped with this text until fixed
 	forward string // when reach: the request-target the upstream must get
-	check   func(t *testing.T, s *secWorld, up []recorded, answer string)
+	check   func(t *testing.T, s *secWorld, up []proxytest.Request, answer string)
 }
 
 func (c attackCase) request(s *secWorld) string {
@@ -369,7 +370,7 @@ func user(s *secWorld) string { return s.user }
 func tok(f func(s *secWorld) string) func(s *secWorld) string { return f }
 
 // noEvilFetch asserts the attacker's key server saw nothing.
-func noEvilFetch(t *testing.T, s *secWorld, _ []recorded, _ string) {
+func noEvilFetch(t *testing.T, s *secWorld, _ []proxytest.Request, _ string) {
 	if n := s.evilHits.Load(); n != 0 {
 		t.Errorf("the attacker's key server got %d requests", n)
 	}
@@ -377,9 +378,9 @@ func noEvilFetch(t *testing.T, s *secWorld, _ []recorded, _ string) {
 
 // upstreamHeaders asserts the one upstream request's headers: none of the
 // folded names in banned, and the given exact values.
-func upstreamHeaders(banned []string, want map[string]string) func(t *testing.T, s *secWorld, up []recorded, _ string) {
+func upstreamHeaders(banned []string, want map[string]string) func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
 	fold := func(k string) string { return strings.ReplaceAll(strings.ToLower(k), "_", "-") }
-	return func(t *testing.T, s *secWorld, up []recorded, _ string) {
+	return func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
 		if len(up) != 1 {
 			return
 		}
@@ -401,8 +402,8 @@ func upstreamHeaders(banned []string, want map[string]string) func(t *testing.T,
 	}
 }
 
-func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []recorded, _ string) {
-	return func(t *testing.T, s *secWorld, up []recorded, _ string) {
+func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
+	return func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
 		if len(up) == 1 && up[0].Method != m {
 			t.Errorf("upstream method %q, want %q", up[0].Method, m)
 		}
@@ -694,11 +695,11 @@ func TestSecurityCatalogue(t *testing.T) {
 				c.interact(t, s, addr)
 				return
 			}
-			before := len(s.up.requests())
-			s.wireBefore = s.up.wireLen()
+			before := len(s.up.Requests())
+			s.wireBefore = s.up.WireLen()
 			if c.slow {
 				runSlow(t, addr)
-				if n := len(s.up.requests()) - before; n != 0 {
+				if n := len(s.up.Requests()) - before; n != 0 {
 					t.Errorf("the upstream got %d requests", n)
 				}
 				return
@@ -708,11 +709,11 @@ func TestSecurityCatalogue(t *testing.T) {
 				// The upstream may still be reading a request whose body
 				// broke; let it arrive before the next row counts.
 				deadline := time.Now().Add(3 * time.Second)
-				for len(s.up.requests()) == before && time.Now().Before(deadline) {
+				for len(s.up.Requests()) == before && time.Now().Before(deadline) {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
-			up := s.up.requests()[before:]
+			up := s.up.Requests()[before:]
 			status, code := parseAnswer(answer)
 			if status != c.status || code != c.code {
 				t.Errorf("answer %d %q, want %d %q\n%.600s", status, code, c.status, c.code, answer)
@@ -736,8 +737,8 @@ func TestSecurityCatalogue(t *testing.T) {
 			passed++
 		}
 	}
-	if strings.Contains(s.g.stderr.String(), "panic") {
-		t.Errorf("gatehouse logged a panic:\n%s", s.g.stderr.String())
+	if strings.Contains(s.g.Stderr.String(), "panic") {
+		t.Errorf("gatehouse logged a panic:\n%s", s.g.Stderr.String())
 	}
 	t.Logf("FIGURE catalogue: %d cases, %d passed, %d skipped as known bugs", len(cases), passed, skipped)
 }
@@ -888,7 +889,7 @@ func headerCases() []attackCase {
 			header: []string{"X-HTTP-Method-Override: GET", "X-Method-Override: GET", "X-HTTP-Method: GET"}, token: user, status: 403, code: "forbidden"},
 		{id: "HDR-08", category: "header", name: "method override headers never reach the upstream", target: "/ro/x",
 			header: overrides, token: user, status: 200, reach: true, forward: "/ro/x",
-			check: func(t *testing.T, s *secWorld, up []recorded, a string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, a string) {
 				upstreamMethod("GET")(t, s, up, a)
 				upstreamHeaders(overrideNames, nil)(t, s, up, a)
 			}},
@@ -910,7 +911,7 @@ func headerCases() []attackCase {
 		h("HDR-19", "a bad Authorization is not rescued by a good cookie", "/api/x", []string{"Authorization: Bearer garbage", "Cookie: session={user}"}, nil, 401, "invalid_token"),
 		{id: "HDR-20", category: "header", name: "Connection: X-Auth-Subject, X-Request-Id cannot drop injected headers", token: user,
 			header: []string{"Connection: X-Auth-Subject, X-Auth-Roles, X-Request-Id"}, status: 200, reach: true,
-			check: func(t *testing.T, s *secWorld, up []recorded, a string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, a string) {
 				upstreamHeaders(authOnly, withSub)(t, s, up, a)
 				if len(up) == 1 && up[0].Header.Get("X-Request-Id") == "" {
 					t.Errorf("X-Request-Id was dropped")
@@ -926,7 +927,7 @@ func headerCases() []attackCase {
 		h("HDR-24", "two Host headers", "/public/x", []string{"Host: admin.internal"}, nil, 400, ""),
 		h("HDR-25", "NUL byte in a header value", "/public/x", []string{"X-Test: a\x00b"}, nil, 400, ""),
 		{id: "HDR-26", category: "header", name: "a forwarded answer carries X-Request-Id once", target: "/public/x", status: 200, reach: true,
-			check: func(t *testing.T, s *secWorld, up []recorded, answer string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, answer string) {
 				if n := strings.Count(answer, "\r\nX-Request-Id:"); n != 1 {
 					t.Errorf("the answer has %d X-Request-Id headers, want 1", n)
 				}
@@ -934,7 +935,7 @@ func headerCases() []attackCase {
 		h("HDR-27", "a 40,000-byte header (over limits.max_header_bytes)", "/public/x", []string{"X-Big: " + strings.Repeat("b", 40000)}, nil, 431, ""),
 		{id: "HDR-28", category: "header", name: "bad client X-Request-Id is replaced", target: "/public/x",
 			header: []string{"X-Request-Id: ../../etc/passwd"}, status: 200, reach: true,
-			check: func(t *testing.T, s *secWorld, up []recorded, a string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, a string) {
 				if len(up) == 1 && strings.Contains(up[0].Header.Get("X-Request-Id"), "/") {
 					t.Errorf("upstream X-Request-Id = %q", up[0].Header.Get("X-Request-Id"))
 				}
@@ -945,7 +946,7 @@ func headerCases() []attackCase {
 			raw: func(s *secWorld) string {
 				return "GET /api/x?access_token=" + s.user + "&x=1;access_token=evil HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 			},
-			check: func(t *testing.T, s *secWorld, up []recorded, _ string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
 				if len(up) == 1 && !strings.HasSuffix(up[0].RequestURI, "&x=1;access_token=evil") {
 					t.Errorf("upstream got %q", up[0].RequestURI)
 				}
@@ -955,7 +956,7 @@ func headerCases() []attackCase {
 			raw: func(s *secWorld) string {
 				return "GET /login?a=1&access_token=" + s.user + "&b=%2F HTTP/1.1\r\nHost: x\r\nCookie: a=1; session=" + s.user + "; b=2\r\nConnection: close\r\n\r\n"
 			},
-			check: func(t *testing.T, s *secWorld, up []recorded, _ string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
 				if len(up) == 1 && (up[0].RequestURI != "/login?a=1&b=%2F" || up[0].Header.Get("Cookie") != "a=1; b=2") {
 					t.Errorf("upstream got %q with Cookie %q", up[0].RequestURI, up[0].Header.Get("Cookie"))
 				}
@@ -968,9 +969,9 @@ func headerCases() []attackCase {
 
 // framedOnce asserts the upstream saw at most one request, never the
 // smuggled /admin/ one, with exactly body.
-func framedOnce(body string) func(t *testing.T, s *secWorld, up []recorded, answer string) {
-	return func(t *testing.T, s *secWorld, up []recorded, answer string) {
-		wire := s.up.wireSince(s.wireBefore)
+func framedOnce(body string) func(t *testing.T, s *secWorld, up []proxytest.Request, answer string) {
+	return func(t *testing.T, s *secWorld, up []proxytest.Request, answer string) {
+		wire := s.up.WireSince(s.wireBefore)
 		if len(up) > 0 && !strings.Contains(wire, " HTTP/1.1\r\n") {
 			t.Errorf("the upstream's raw bytes were not recorded (%d requests, %q)", len(up), wire)
 		}
@@ -1051,7 +1052,7 @@ func smugglingCases() []attackCase {
 		{id: "SMUG-01", category: "smuggling", name: "Content-Length and Transfer-Encoding: chunked together (CL.TE)",
 			raw:    raw("POST /public/x HTTP/1.1\nHost: x\nContent-Length: 6\nTransfer-Encoding: chunked\n\n0\n\n" + smuggled),
 			status: 200, reach: true, note: "Transfer-Encoding wins (RFC 9112 6.3); the rest is the next request, answered 401 on its own",
-			check: func(t *testing.T, s *secWorld, up []recorded, answer string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, answer string) {
 				framedOnce("")(t, s, up, answer)
 				if !strings.Contains(answer, `"error":"missing_token"`) {
 					t.Errorf("the trailing /admin/x was not answered 401:\n%s", answer)
@@ -1079,7 +1080,7 @@ func smugglingCases() []attackCase {
 			note: "the client's broken body is the client's error (SPEC.md 4), not 502", check: framedOnce("")},
 		{id: "SMUG-11", category: "smuggling", name: "pipelined second request is decided on its own",
 			raw: raw("GET /public/x HTTP/1.1\nHost: x\n\n" + smuggled), status: 200, reach: true,
-			check: func(t *testing.T, s *secWorld, up []recorded, answer string) {
+			check: func(t *testing.T, s *secWorld, up []proxytest.Request, answer string) {
 				framedOnce("")(t, s, up, answer)
 				if !strings.Contains(answer, `"error":"missing_token"`) {
 					t.Errorf("the pipelined /admin/x was not answered 401:\n%s", answer)

@@ -127,24 +127,31 @@ func (h *Handler) newUpstream(raw string) (*upstream, error) {
 
 // upstreamError answers a failed forward: 504 when timeouts.upstream ran out,
 // 413 when the body passed limits.max_body_bytes, 400 when the client's body
-// was badly framed, else 502.
+// was badly framed, else 502. These answers
+// come after an allow that finish has already recorded: the decision was
+// allow, and the request went on its way. gatehouse_requests_total and the
+// audit event keep that allow; the failure is the upstream metric's
+// code="error" and a log line with the reason. A 413 is recorded as a deny
+// only when the body's declared length is over the limit (checkBody, before
+// the decision is recorded); a chunked body that runs over mid-stream has
+// already been partly forwarded when it does, so its record stays allow.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.failed = true
 	}
 	id := r.Header.Get("X-Request-Id")
-	code := codeUpstreamUnavailable
+	rs := reasonUpstreamUnavailable
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
-		code = codePayloadTooLarge
+		rs = reasonPayloadTooLarge
 	case clientBodyError(r) != nil:
 		// Before the cancel case: a client that half-closes after a short
 		// body also cancels the request's context, and still reads a 400.
 		h.log.Info("client request body malformed", "request_id", id, "error", clientBodyError(r).Error())
 		w.Header()["Connection"] = []string{"close"}
-		writeError(w, codeBadRequest, id, "")
+		writeError(w, reasonBadRequest, id, "")
 		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads an answer.
@@ -152,8 +159,8 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		w.WriteHeader(499)
 		return
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		code = codeUpstreamTimeout
+		rs = reasonUpstreamTimeout
 	}
-	h.log.Warn("upstream failed", "request_id", id, "reason", code, "error", err.Error())
-	writeError(w, code, id, "")
+	h.log.Warn("upstream failed", "request_id", id, "reason", rs.String(), "error", err.Error())
+	writeError(w, rs, id, "")
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gatehouse/gatehouse/proxy"
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // warnConfig is the Express trial of issue 11 without `paths`: `= /orders`
@@ -63,7 +64,7 @@ func TestConfigTestWarnings(t *testing.T) {
 	if err := os.WriteFile(file, []byte(warnConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(gatehouseBinary(t), "-t", "-config", file)
+	cmd := exec.Command(proxytest.Binary(t), "-t", "-config", file)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

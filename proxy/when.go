@@ -66,11 +66,8 @@ func (h *Handler) decideShadow(r *http.Request, path string) *audit.Shadow {
 	if sh == nil {
 		return nil
 	}
-	code := h.shadowCode(r, path, sh)
-	decision := "deny"
-	if code == codeOK || code == codePublic {
-		decision = "allow"
-	}
+	rs := h.shadowReason(r, path, sh)
+	code, decision := rs.String(), rs.decision()
 	h.metrics.shadow.WithLabelValues(sh.Name, decision, code).Inc()
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.log.Debug("shadow decision", "route", sh.Name, "decision", decision, "reason", code)
@@ -78,24 +75,24 @@ func (h *Handler) decideShadow(r *http.Request, path string) *audit.Shadow {
 	return &audit.Shadow{Route: sh.Name, Decision: decision, Reason: code}
 }
 
-func (h *Handler) shadowCode(r *http.Request, path string, sh *policy.Route) string {
+func (h *Handler) shadowReason(r *http.Request, path string, sh *policy.Route) reason {
 	if d := sh.Decide(nil); sh.Auth == policy.AuthNone || d.Reason == policy.ReasonForbidden {
-		return string(h.decide(r, path, sh, nil).Reason)
+		return fromPolicy(h.decide(r, path, sh, nil).Reason)
 	}
 	raw, _, st, _ := extractToken(r, h.cfg.Token.Sources)
 	switch st {
 	case tokenAbsent:
-		return string(h.decide(r, path, sh, nil).Reason)
+		return fromPolicy(h.decide(r, path, sh, nil).Reason)
 	case tokenInvalid:
-		return codeInvalidToken
+		return reasonInvalidToken
 	}
 	res, err := h.verifier.Verify(r.Context(), raw)
 	if err != nil {
-		code, _ := verifyCode(err)
-		return code
+		rs, _ := verifyReason(err)
+		return rs
 	}
 	s := policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
-	return string(h.decide(r, path, sh, &s).Reason)
+	return fromPolicy(h.decide(r, path, sh, &s).Reason)
 }
 
 func newShadowMetric() *prometheus.CounterVec {
