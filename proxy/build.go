@@ -63,7 +63,8 @@ func New(ctx context.Context, cfg *Config, opts HandlerOptions) (*Handler, error
 // requests have ended or ctx ends: key refreshes, idle upstream
 // connections, and the audit emitter, whose queue is flushed within ctx.
 // It returns ctx.Err() when ctx ended first. A request served after Close
-// is still answered; its audit event is dropped (and counted).
+// is still answered; its audit event is dropped (and counted). Calling it
+// again does nothing.
 func (h *Handler) Close(ctx context.Context) error {
 	h.retire(ctx)
 	return ctx.Err()
@@ -173,7 +174,14 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 // while the audit section is unchanged; the last of them to retire closes
 // it, so an older handler's late request never emits into a closed
 // emitter, whichever order the retires finish in.
+//
+// Only the first call releases; later ones return at once (Close may be
+// called twice, and a second release would close a part another handler
+// still holds).
 func (h *Handler) retire(ctx context.Context) {
+	if !h.retired.CompareAndSwap(false, true) {
+		return
+	}
 	h.inflight.wait(ctx)
 	h.verifier.Close()
 	for _, up := range h.ups {

@@ -1,13 +1,14 @@
 package proxy_test
 
 import (
-	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"io"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 func TestMain(m *testing.M) {

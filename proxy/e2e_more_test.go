@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 func TestLimits(t *testing.T) {

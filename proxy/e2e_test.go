@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 const issuer = "https://issuer.test"

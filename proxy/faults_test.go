@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/audit/audittest"
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // Fault injection against the built binary. Every test checks the answer

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,7 @@ type Handler struct {
 	// inflight counts requests from arrival to their end, so that what a
 	// replaced handler holds is released only when no request still uses it.
 	inflight inflight
+	retired  atomic.Bool // retire ran
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -80,8 +82,9 @@ type outcome struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.inflight.enter()
 	defer h.inflight.leave()
-	o := outcome{start: h.now(), tokenSrc: -1}
+	o := outcome{tokenSrc: -1}
 	defer h.recoverPanic(w, r, &o)
+	o.start = h.now()
 	// The answer's X-Request-Id is set by writeError or, for a forwarded
 	// request, by ModifyResponse: ReverseProxy adds the upstream's headers to
 	// any already set, which would send two.

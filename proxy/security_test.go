@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"github.com/gatehouse/gatehouse/proxy/proxytest"
 	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // The security catalogue: one row per hostile input, each sent as raw bytes
