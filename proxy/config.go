@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -173,7 +175,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	m := d.Map(root, topLevelKeys...)
 
 	if n := d.Require(m, "listen"); n != nil && d.String(n, &c.Listen) {
-		if _, _, err := splitHostPort(c.Listen); err != nil {
+		if err := checkListen(c.Listen); err != nil {
 			d.Errorf(n, "listen: %v", err)
 		}
 	}
@@ -192,7 +194,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	decodeTLS(d, m.Get("tls"), c)
 	admin := d.Map(m.Get("admin"), "listen")
 	if n := admin.Get("listen"); d.String(n, &c.AdminListen) && c.AdminListen != "" {
-		if _, _, err := splitHostPort(c.AdminListen); err != nil {
+		if err := checkListen(c.AdminListen); err != nil {
 			d.Errorf(n, "admin.listen: %v", err)
 		}
 	}
@@ -394,10 +396,15 @@ func decodeTrusted(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
 	}
 }
 
-func splitHostPort(addr string) (string, string, error) {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
-		return "", "", fmt.Errorf("%q: want HOST:PORT or :PORT", addr)
+// checkListen accepts HOST:PORT or :PORT with a numeric port (0 picks a
+// free one), as net.Listen("tcp", addr) would bind it.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT or :PORT", addr)
 	}
-	return addr[:i], addr[i+1:], nil
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"strconv"
 	"sync/atomic"
-	"unsafe"
 )
 
 // Request ids are a random per-process prefix and a counter: unique without
@@ -21,13 +20,6 @@ func newReqIDPrefix() string {
 	return hex.EncodeToString(b[:]) + "-"
 }
 
-// idHeader is one X-Request-Id value with the bytes of its string, made in
-// one allocation instead of three (bytes, string, []string).
-type idHeader struct {
-	v [1]string
-	b [40]byte // 17 bytes of prefix and at most 13 base-36 digits
-}
-
 func newRequestID() string {
 	id, _ := newRequestIDHeader()
 	return id
@@ -35,12 +27,9 @@ func newRequestID() string {
 
 // newRequestIDHeader returns a new id and the header value holding it.
 func newRequestIDHeader() (string, []string) {
-	h := new(idHeader)
-	b := append(h.b[:0], reqIDPrefix...)
-	b = strconv.AppendUint(b, reqIDCounter.Add(1), 36)
-	// The bytes are never written again: the string may share them.
-	h.v[0] = unsafe.String(&h.b[0], len(b))
-	return h.v[0], h.v[:]
+	var b [40]byte // 17 bytes of prefix and at most 13 base-36 digits
+	id := string(strconv.AppendUint(append(b[:0], reqIDPrefix...), reqIDCounter.Add(1), 36))
+	return id, []string{id}
 }
 
 // validRequestID reports whether a client's X-Request-Id may be kept:
