@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gatehouse/gatehouse/proxy"
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // quickstartBin is the quickstart program, built once in TestMain.
@@ -47,29 +47,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writer and the test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // quickstart is one running quickstart program.
 type quickstart struct {
 	t                        *testing.T
 	cmd                      *exec.Cmd
-	stdout, stderr           *syncBuffer
+	stdout, stderr           *proxytest.SyncBuffer
 	exited                   chan struct{}
 	exitErr                  error
 	gate, admin, issuer, app string // base URLs read from the banner
@@ -81,7 +63,7 @@ var bannerLine = regexp.MustCompile(`(?m)^  (gatehouse|admin|issuer|app) +(http:
 // from the banner it prints.
 func startQuickstart(t *testing.T) *quickstart {
 	t.Helper()
-	q := &quickstart{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	q := &quickstart{t: t, stdout: &proxytest.SyncBuffer{}, stderr: &proxytest.SyncBuffer{}, exited: make(chan struct{})}
 	q.cmd = exec.Command(quickstartBin, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-issuer-port", "0", "-app-port", "0")
 	q.cmd.Stderr = q.stderr
 	pr, pw := io.Pipe()
