@@ -150,8 +150,10 @@ func (h *Handler) recoverPanic(w http.ResponseWriter, r *http.Request, o *outcom
 		}
 		h.finish(r, o)
 	}
-	refuseBody(w, r)
-	writeError(w, reasonInternalError, o.id, "")
+	// Through answer, so a gRPC client gets its trailers-only 500 too; the
+	// record above keeps the reason it had.
+	a := outcome{id: o.id, reason: reasonInternalError}
+	h.answer(w, r, &a)
 }
 
 // checkBody refuses, before anything is recorded or forwarded, a body
