@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
+	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
 // requireFrameworks turns a missing node, express or flask into a failure
@@ -75,30 +76,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes buffer safe for a process's writer and the test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs cmd until the test ends and returns the first stdout or
 // stderr line that is a JSON object holding key (bounded wait). The process
 // is killed by its PID at cleanup.
-func start(t *testing.T, cmd *exec.Cmd, key string) (json.RawMessage, *syncBuffer) {
+func start(t *testing.T, cmd *exec.Cmd, key string) (json.RawMessage, *proxytest.SyncBuffer) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &proxytest.SyncBuffer{}
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(out, pw)
 	cmd.Stderr = io.MultiWriter(out, pw)
