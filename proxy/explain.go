@@ -146,13 +146,6 @@ func (x *explainer) explain(ctx context.Context, method, rawURL string, header h
 	return ex
 }
 
-func decisionOf(allow bool) string {
-	if allow {
-		return "allow"
-	}
-	return "deny"
-}
-
 func (x *explainer) decide(r *http.Request, path string, route *policy.Route, s *policy.Subject) policy.Decision {
 	if route.Auth == policy.AuthNone {
 		s = nil
