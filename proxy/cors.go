@@ -255,7 +255,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, path st
 		}
 		h.finish(r, &o, start, id, path)
 		if !o.allowed() {
-			writeError(w, o.code, id, "")
+			writeError(w, r, o.code, id, "")
 			return true
 		}
 		h.forward(w, r, &o, path)
@@ -269,7 +269,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, path st
 	}
 	h.finish(r, &o, start, id, path)
 	if !allow {
-		writeError(w, codeForbidden, id, "")
+		writeError(w, r, codeForbidden, id, "")
 		return true
 	}
 	hdr["X-Request-Id"] = []string{id}

@@ -63,7 +63,10 @@ var denials = map[string]denial{
 // writeError answers a denial or failure as SPEC.md 4: a JSON body with the
 // code, a fixed message and the request id, and WWW-Authenticate for 401/403.
 // description, when set, is the verifier's fixed text for error_description.
-func writeError(w http.ResponseWriter, code, requestID, description string) int {
+func writeError(w http.ResponseWriter, r *http.Request, code, requestID, description string) int {
+	if isGRPC(r) {
+		return writeGRPCError(w, code, requestID, description)
+	}
 	d, ok := denials[code]
 	if !ok {
 		d = denials[codeInvalidToken]

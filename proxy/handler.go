@@ -77,7 +77,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		bad := outcome{code: codeBadRequest, tokenSrc: -1}
 		h.finish(r, &bad, start, id, r.URL.Path)
 		refuseBody(w, r)
-		writeError(w, codeBadRequest, id, "")
+		writeError(w, r, codeBadRequest, id, "")
 		return
 	}
 	h.strip.strip(r.Header)
@@ -91,7 +91,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.finish(r, &o, start, id, path)
 	if !o.allowed() {
 		refuseBody(w, r)
-		writeError(w, o.code, id, o.description)
+		writeError(w, r, o.code, id, o.description)
 		return
 	}
 	h.forward(w, r, &o, path)
@@ -107,7 +107,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // rest of the body would otherwise be read as the next request. Requests
 // without a body keep their keep-alive.
 func refuseBody(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody {
+	if r.Body == nil || r.Body == http.NoBody || r.ProtoMajor >= 2 {
+		// HTTP/2 resets the stream of an unread body by itself; a
+		// Connection: close there would send GOAWAY to every stream sharing
+		// the connection.
 		return
 	}
 	w.Header()["Connection"] = []string{"close"}
@@ -239,6 +242,9 @@ func (h *Handler) finish(r *http.Request, o *outcome, start time.Time, id, path 
 		if o.res != nil {
 			ev.Subject, ev.Issuer, ev.JTI, ev.Roles = o.res.Subject, o.res.Issuer, o.res.JTI, o.res.Roles
 		}
+		if !allowed && isGRPC(r) {
+			ev.GRPCStatus = grpcStatusOf(ev.Status)
+		}
 		h.emitter.Emit(ev)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
@@ -270,7 +276,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > limit {
 			refuseBody(w, r)
-			writeError(w, codePayloadTooLarge, r.Header.Get("X-Request-Id"), "")
+			writeError(w, r, codePayloadTooLarge, r.Header.Get("X-Request-Id"), "")
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
@@ -282,6 +288,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome, pa
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
+	r, cancel := withGRPCDeadline(r)
+	defer cancel()
 	rs := &h.routes[o.route.Index]
 	sw := statusWriter{ResponseWriter: w}
 	watchClientBody(r)

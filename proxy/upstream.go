@@ -78,12 +78,13 @@ func newTransport(c *Config, target *url.URL) *http.Transport {
 }
 
 // newUpstream builds the reverse proxy for target (already validated).
-func (h *Handler) newUpstream(raw string) (*upstream, error) {
+func (h *Handler) newUpstream(raw, proto string) (*upstream, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	up := &upstream{transport: newTransport(h.cfg, u)}
+	setUpstreamProtocol(up.transport, proto)
 	target := *u
 	if u.Scheme == "unix" {
 		// The socket path is the dial address; requests go to http://localhost.
@@ -143,8 +144,12 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// Before the cancel case: a client that half-closes after a short
 		// body also cancels the request's context, and still reads a 400.
 		h.log.Info("client request body malformed", "request_id", id, "error", clientBodyError(r).Error())
-		w.Header()["Connection"] = []string{"close"}
-		writeError(w, codeBadRequest, id, "")
+		if r.ProtoMajor == 1 {
+			// HTTP/2 ends only the stream; Connection: close there would
+			// be a GOAWAY for every stream sharing the connection.
+			w.Header()["Connection"] = []string{"close"}
+		}
+		writeError(w, r, codeBadRequest, id, "")
 		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads an answer.
@@ -155,5 +160,5 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		code = codeUpstreamTimeout
 	}
 	h.log.Warn("upstream failed", "request_id", id, "reason", code, "error", err.Error())
-	writeError(w, code, id, "")
+	writeError(w, r, code, id, "")
 }
