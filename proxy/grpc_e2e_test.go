@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -524,4 +525,72 @@ func TestHTTP2Plain(t *testing.T) {
 			t.Errorf("upstream got %d requests", n)
 		}
 	})
+}
+
+// TestGRPCUpstreams: the app on a unix socket with h2c, and behind TLS with
+// h2 (per route, with the global upstream left at http1).
+func TestGRPCUpstreams(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+
+	sock := filepath.Join(dir, "app.sock")
+	unixLn, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unixApp := &grpcApp{}
+	unixSrv := grpc.NewServer()
+	testpb.RegisterTestServiceServer(unixSrv, unixApp)
+	go unixSrv.Serve(unixLn)
+	t.Cleanup(unixSrv.Stop)
+
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeSelfSigned(t, certFile, keyFile)
+	creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsApp := &grpcApp{}
+	tlsSrv := grpc.NewServer(grpc.Creds(creds))
+	testpb.RegisterTestServiceServer(tlsSrv, tlsApp)
+	go tlsSrv.Serve(tlsLn)
+	t.Cleanup(tlsSrv.Stop)
+
+	routes := fmt.Sprintf(`
+routes:
+  - location: "= /grpc.testing.TestService/EmptyCall"
+    upstream: %q
+    upstream_protocol: h2c
+  - location: "= /grpc.testing.TestService/UnaryCall"
+    upstream: %q
+    upstream_protocol: h2
+`, "unix://"+sock, "https://"+tlsLn.Addr().String())
+	g := startGatehouse(t, w.configWith(cfgOpts{extra: fmt.Sprintf("upstream_ca_file: %q\n", certFile), routes: routes}))
+	conn, err := grpc.NewClient(strings.TrimPrefix(g.URL, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := testpb.NewTestServiceClient(conn)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+w.token(map[string]any{"sub": "carol"}))
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+
+	if _, err := client.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+		t.Errorf("EmptyCall to the unix socket over h2c: %v", err)
+	}
+	if n := len(unixApp.calls()); n != 1 {
+		t.Errorf("the unix-socket app got %d calls, want 1", n)
+	}
+	res, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+	if err != nil {
+		t.Fatalf("UnaryCall to the TLS app over h2: %v", err)
+	}
+	if res.Username != "carol" || len(tlsApp.calls()) != 1 {
+		t.Errorf("the TLS app saw x-auth-subject %q in %d calls, want carol in 1", res.Username, len(tlsApp.calls()))
+	}
 }
