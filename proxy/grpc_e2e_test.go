@@ -370,7 +370,7 @@ func TestGRPCDenials(t *testing.T) {
 			call: func(ctx context.Context) error {
 				return gw.conn.Invoke(ctx, "/orders.v1.Orders/Create", &testpb.Empty{}, &testpb.Empty{})
 			}},
-		{name: "bad path", tok: user, code: codes.InvalidArgument, message: "the request path is not acceptable",
+		{name: "bad path", tok: user, code: codes.InvalidArgument, message: "the request path or body is malformed",
 			call: func(ctx context.Context) error {
 				return gw.conn.Invoke(ctx, "/grpc.testing.TestService/%2F..%2FEmptyCall", &testpb.Empty{}, &testpb.Empty{})
 			}},
