@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -218,9 +219,11 @@ func http2Cases() []attackCase {
 					}
 					// Another client is answered while the flood connection
 					// is still open.
+					began := time.Now()
 					if status, _, _ := do(t, "GET", s.g.URL+"/api/x", nil, ""); status != 401 {
 						t.Errorf("another client got %d during the flood, want 401", status)
 					}
+					t.Logf("FIGURE http2 reset flood: another client answered in %s during the flood", time.Since(began).Round(time.Millisecond))
 				})
 				if !waitFor(10*time.Second, func() bool { return goroutines(t, s.g) <= base+20 }) {
 					t.Errorf("goroutines %d after the flood, were %d", goroutines(t, s.g), base)
@@ -248,6 +251,21 @@ func http2Cases() []attackCase {
 					}
 					if sent == 2000 && r.goaway == nil && !r.closed {
 						t.Errorf("all 2000 CONTINUATION frames accepted and the connection still open (%v)", r)
+					}
+				})
+			}},
+		{id: "H2-03", category: "http2", name: "header list over limits.max_header_bytes (40 headers of 1 KiB in HEADERS + CONTINUATION)",
+			note: "431 from Go's HTTP/2 server before gatehouse sees the request (gRPC too: grpc-go reports it as UNKNOWN, SPEC.md 9); upstream not reached",
+			interact: func(t *testing.T, s *secWorld, addr string) {
+				noneReached(t, s, func() {
+					c := dialH2(t, addr)
+					var fields []string
+					for i := range 40 {
+						fields = append(fields, fmt.Sprintf("x-big-%d", i), strings.Repeat("b", 1<<10))
+					}
+					writeSplit(t, c, c.block(h2Get("/public/x", fields...)...))
+					if r := c.await(1); r.status != 431 {
+						t.Errorf("answered %v, want 431", r)
 					}
 				})
 			}},
@@ -373,5 +391,47 @@ func http2Cases() []attackCase {
 					}
 				})
 			}},
+	}
+}
+
+// TestHTTP2IdleConnectionMemory measures what an idle h2c connection costs
+// the binary (SECURITY.md figures): 500 connections that sent the preface
+// and their SETTINGS, and wait.
+func TestHTTP2IdleConnectionMemory(t *testing.T) {
+	w := newWorld(t)
+	g := startGatehouse(t, w.config("", ""))
+	addr := strings.TrimPrefix(g.URL, "http://")
+	rss := func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", g.cmd.Process.Pid))
+		if err != nil {
+			t.Skipf("no /proc: %v", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				return n
+			}
+		}
+		t.Fatal("no VmRSS")
+		return 0
+	}
+	const n = 500
+	before := rss()
+	for range n {
+		c := dialH2(t, addr)
+		// The server's SETTINGS: the connection is established and served.
+		if f, err := c.fr.ReadFrame(); err != nil {
+			t.Fatalf("no SETTINGS from the server: %v", err)
+		} else if _, ok := f.(*http2.SettingsFrame); !ok {
+			t.Fatalf("first frame %T, want SETTINGS", f)
+		}
+	}
+	after := rss()
+	perConn := (after - before) * 1024 / n
+	t.Logf("FIGURE http2 idle connections: %d h2c connections, RSS %d KiB -> %d KiB, %d bytes each", n, before, after, perConn)
+	// A bound that only ends a leak: Go's HTTP/2 server buffers about 4 KiB
+	// to read and 4 KiB to write per connection, plus its goroutines.
+	if perConn > 128<<10 {
+		t.Errorf("an idle h2c connection costs %d bytes, want under 128 KiB", perConn)
 	}
 }
