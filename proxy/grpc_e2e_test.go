@@ -505,6 +505,40 @@ func TestHTTP2Plain(t *testing.T) {
 		g := startGatehouse(t, w.config("", ""))
 		check(t, h2cClient(), g.URL)
 	})
+	t.Run("trailers both ways, HTTP/2 client to an HTTP/1.1 upstream", func(t *testing.T) {
+		g := startGatehouse(t, w.config("", ""))
+		var gotTrailer http.Header
+		w.up.mu.Lock()
+		w.up.handler = func(rw http.ResponseWriter, r *http.Request) {
+			gotTrailer = r.Trailer.Clone() // the recorder read the body: trailers are in
+			rw.Header().Set("Trailer", "X-Result")
+			io.WriteString(rw, "body")
+			rw.Header().Set("X-Result", "done")
+		}
+		w.up.mu.Unlock()
+		t.Cleanup(func() { w.up.mu.Lock(); w.up.handler = nil; w.up.mu.Unlock() })
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("POST", g.URL+"/api/x", pr)
+		req.Header.Set("Authorization", "Bearer "+w.token(nil))
+		req.Trailer = http.Header{"X-Checksum": nil}
+		go func() {
+			io.WriteString(pw, "payload")
+			req.Trailer.Set("X-Checksum", "abc")
+			pw.Close()
+		}()
+		res, err := h2cClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(body) != "body" || res.Trailer.Get("X-Result") != "done" {
+			t.Errorf("client got body %q trailer X-Result %q, want body and done", body, res.Trailer.Get("X-Result"))
+		}
+		if gotTrailer.Get("X-Checksum") != "abc" {
+			t.Errorf("upstream got request trailers %v, want X-Checksum: abc", gotTrailer)
+		}
+	})
 	t.Run("h2 over tls", func(t *testing.T) {
 		dir := t.TempDir()
 		certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")

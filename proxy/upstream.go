@@ -99,6 +99,11 @@ func (h *Handler) newUpstream(raw, proto string) (*upstream, error) {
 			if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
 				pr.Out.Header["X-Forwarded-For"] = xff
 			}
+			// Request.Clone gave Out a copy of the trailer map, taken before
+			// the body was read: trailers that arrive at the body's end
+			// would land only in In's (SPEC.md 9: trailers pass both ways).
+			// The transport reads the map after the body, so share it.
+			pr.Out.Trailer = pr.In.Trailer
 			pr.SetURL(up.target)
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 			pr.Out.Host = pr.In.Host
