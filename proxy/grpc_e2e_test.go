@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +24,6 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // grpcApp is the app behind gatehouse: grpc-go's interop TestService, which
@@ -435,32 +433,53 @@ func TestGRPCDenials(t *testing.T) {
 }
 
 // TestGRPCTimeoutIsADeadline sends a gRPC call with grpc-timeout but no
-// deadline of the client's own (Go's HTTP/2 client, not grpc-go): the
-// DEADLINE_EXCEEDED that comes back can only be gatehouse's.
+// deadline of the client's own (Go's HTTP/2 client, not grpc-go), to an
+// h2c app that ignores grpc-timeout and answers only after 5 s (a grpc-go
+// app would end the call on its own deadline, racing gatehouse's): the
+// DEADLINE_EXCEEDED that comes back can only be gatehouse's, long before
+// timeouts.upstream (30 s).
 func TestGRPCTimeoutIsADeadline(t *testing.T) {
-	gw := newGRPCWorld(t)
-	msg, err := proto.Marshal(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1, IntervalUs: 5_000_000}}})
+	w := newWorld(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := make([]byte, 5, 5+len(msg))
-	binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
-	frame = append(frame, msg...)
-	req, _ := http.NewRequest("POST", gw.g.URL+"/grpc.testing.TestService/StreamingOutputCall", bytes.NewReader(frame))
+	ended := make(chan struct{}, 1)
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	slow := &http.Server{Protocols: p, Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			ended <- struct{}{}
+		case <-time.After(5 * time.Second):
+		}
+		rw.Header().Set("Content-Type", "application/grpc")
+		rw.Header().Set("Grpc-Status", "0")
+	})}
+	go slow.Serve(ln)
+	t.Cleanup(func() { slow.Close() })
+	cfg := strings.Replace(w.config("upstream_protocol: h2c\n", ""), fmt.Sprintf("upstream: %q", w.up.URL), fmt.Sprintf("upstream: %q", "http://"+ln.Addr().String()), 1)
+	g := startGatehouse(t, cfg)
+
+	req, _ := http.NewRequest("POST", g.URL+"/api/pkg.Svc/Slow", bytes.NewReader([]byte{0, 0, 0, 0, 0}))
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Header.Set("Te", "trailers")
 	req.Header.Set("Grpc-Timeout", "200m")
-	req.Header.Set("Authorization", "Bearer "+gw.token(nil))
+	req.Header.Set("Authorization", "Bearer "+w.token(nil))
 	res, err := h2cClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
-	got := res.Header.Get("Grpc-Status") + res.Trailer.Get("Grpc-Status")
-	if res.StatusCode != 200 || got != "4" || res.Header.Get("Grpc-Message") != "the upstream did not answer in time" {
-		t.Errorf("answer %d grpc-status %q grpc-message %q, want 200, 4 (gatehouse's deadline, before timeouts.upstream)",
-			res.StatusCode, got, res.Header.Get("Grpc-Message"))
+	if res.StatusCode != 200 || res.Header.Get("Grpc-Status") != "4" || res.Header.Get("Grpc-Message") != "the upstream did not answer in time" {
+		t.Errorf("answer %d grpc-status %q grpc-message %q, want 200, 4 and gatehouse's message",
+			res.StatusCode, res.Header.Get("Grpc-Status"), res.Header.Get("Grpc-Message"))
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Error("the app's request was not cancelled at the deadline")
 	}
 }
 
