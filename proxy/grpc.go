@@ -40,6 +40,7 @@ const (
 	grpcDeadlineExceeded  = 4
 	grpcPermissionDenied  = 7
 	grpcResourceExhausted = 8
+	grpcInternal          = 13
 	grpcUnavailable       = 14
 	grpcUnauthenticated   = 16
 )
@@ -59,6 +60,8 @@ func grpcStatusOf(status int) int {
 		return grpcUnavailable
 	case 504:
 		return grpcDeadlineExceeded
+	case 500:
+		return grpcInternal // SPEC.md 9 is silent; gRPC's own code for a server fault
 	}
 	return grpcUnknown
 }

@@ -55,9 +55,9 @@ func TestGRPCStatusOf(t *testing.T) {
 			t.Errorf("grpcStatusOf(%d) for %s = %d, want %d", d.status, code, got, w)
 		}
 	}
-	for _, s := range []int{429, 431} {
-		if got := grpcStatusOf(s); got != 8 {
-			t.Errorf("grpcStatusOf(%d) = %d, want 8", s, got)
+	for s, want := range map[int]int{429: 8, 431: 8, 500: 13, 418: 2} {
+		if got := grpcStatusOf(s); got != want {
+			t.Errorf("grpcStatusOf(%d) = %d, want %d", s, got, want)
 		}
 	}
 }
