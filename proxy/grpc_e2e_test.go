@@ -508,6 +508,10 @@ func TestHTTP2Plain(t *testing.T) {
 			t.Fatalf("answer %d over HTTP/%d, want 200 over HTTP/2", res.StatusCode, res.ProtoMajor)
 		}
 		got := w.up.last(t)
+		// :authority is the host (SPEC.md 9).
+		if host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://"); got.Host != host {
+			t.Errorf("upstream got Host %q, want the :authority %q", got.Host, host)
+		}
 		if got.RequestURI != "/api/y?q=%2F" || got.Header.Get("X-Auth-Subject") != "123" || len(got.Header["X_auth_subject"]) != 0 {
 			t.Errorf("upstream got %q X-Auth-Subject %q, headers %v", got.RequestURI, got.Header.Get("X-Auth-Subject"), got.Header)
 		}
