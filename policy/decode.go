@@ -20,8 +20,8 @@ import (
 // routeKeys are the keys of one `routes` entry; the `default` route body has
 // the same keys but `location` and `methods` (it catches whatever is left).
 var (
-	routeKeys   = []string{"location", "name", "paths", "auth", "methods", "roles", "scopes", "claims", "when", "shadow", "upstream"}
-	defaultKeys = []string{"auth", "roles", "scopes", "claims", "when", "shadow", "upstream"}
+	routeKeys   = []string{"location", "name", "paths", "auth", "methods", "roles", "scopes", "claims", "when", "shadow", "upstream", "upstream_protocol"}
+	defaultKeys = []string{"auth", "roles", "scopes", "claims", "when", "shadow", "upstream", "upstream_protocol"}
 )
 
 // Decode decodes and validates the top-level `paths` mapping, the `routes`
@@ -248,6 +248,20 @@ func decodeBody(d *yamlpos.Decoder, m yamlpos.Map, r *Route) bool {
 				ok = false
 			}
 			r.Upstream = s
+		} else {
+			ok = false
+		}
+	}
+	if v := m.Get("upstream_protocol"); !yamlpos.IsNull(v) {
+		var s string
+		if d.String(v, &s) {
+			switch s {
+			case "http1", "h2c", "h2":
+				r.UpstreamProtocol = s
+			default:
+				d.Errorf(v, "unknown upstream_protocol %q: want http1, h2c or h2", s)
+				ok = false
+			}
 		} else {
 			ok = false
 		}

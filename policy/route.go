@@ -64,6 +64,10 @@ type Route struct {
 	// Validated as http://host[:port][/path], https://... or
 	// unix:///abs/path.sock.
 	Upstream string
+	// UpstreamProtocol is the per-route `upstream_protocol` (http1, h2c or
+	// h2); "" means the global one. Whether it fits the upstream's scheme
+	// is the proxy's check: only it knows the global upstream.
+	UpstreamProtocol string
 
 	kind  kind
 	value string         // the path or regex after the modifier

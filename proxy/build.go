@@ -106,17 +106,14 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 
 	byURL := map[string]*upstream{}
 	for _, rt := range cfg.Policy.Routes() {
-		raw := rt.Upstream
-		if raw == "" {
-			raw = cfg.Upstream
-		}
-		up := byURL[raw]
+		raw, proto := upstreamOf(cfg, rt.Upstream, rt.UpstreamProtocol)
+		up := byURL[protocolsKey(raw, proto)]
 		if up == nil {
 			var err error
-			if up, err = h.newUpstream(raw); err != nil {
+			if up, err = h.newUpstream(raw, proto); err != nil {
 				return nil, fmt.Errorf("upstream %s: %w", raw, err)
 			}
-			byURL[raw] = up
+			byURL[protocolsKey(raw, proto)] = up
 			h.ups = append(h.ups, up)
 		}
 		h.routes = append(h.routes, routeState{route: rt, up: up, metrics: &routeMetrics{name: rt.Name, m: d.metrics}})

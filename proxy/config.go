@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -31,6 +32,11 @@ type Config struct {
 	Upstream       string     // http://, https:// or unix:///path.sock
 	UpstreamCAFile string
 	upstreamCAs    *x509.CertPool // nil: system roots
+
+	// ListenProtocols is `listen_protocols`; nil: http1, h2 (with tls) and
+	// h2c (without). UpstreamProtocol is `upstream_protocol`; "": http1.
+	ListenProtocols  []string
+	UpstreamProtocol string
 
 	AdminListen string // "" disables the admin listener
 	WatchConfig bool
@@ -141,7 +147,7 @@ func defaultConfig(file string) *Config {
 var topLevelKeys = []string{
 	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
-	"paths", "routes", "default", "audit", "log", "cors",
+	"paths", "routes", "default", "audit", "log", "cors", "listen_protocols", "upstream_protocol",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -192,6 +198,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 		}
 	}
 	decodeTLS(d, m.Get("tls"), c)
+	decodeProtocols(d, m, c)
 	admin := d.Map(m.Get("admin"), "listen")
 	if n := admin.Get("listen"); d.String(n, &c.AdminListen) && c.AdminListen != "" {
 		if err := checkListen(c.AdminListen); err != nil {
@@ -224,6 +231,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	// decides every request, e.g. `default: { auth: required }`.
 	c.Policy = policy.Decode(d, m.Get("paths"), m.Get("routes"), m.Get("default"))
 	decodeCORS(d, m.Get("cors"), c)
+	checkRouteProtocols(d, cmp.Or(m.Get("routes"), m.Node), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
 
 	lg := d.Map(m.Get("log"), "level")

@@ -10,8 +10,12 @@ import (
 // writeError is the JSON writer of the reason table: it answers a denial or
 // failure as SPEC.md 4, a JSON body with the code, a fixed message and the
 // request id, and WWW-Authenticate for 401/403. description, when set, is
-// the verifier's fixed text for error_description.
-func writeError(w http.ResponseWriter, rs reason, requestID, description string) int {
+// the verifier's fixed text for error_description. A gRPC request gets the
+// table's second rendering, a trailers-only answer (proxy/grpc.go).
+func writeError(w http.ResponseWriter, r *http.Request, rs reason, requestID, description string) int {
+	if isGRPC(r) {
+		return writeGRPCError(w, rs, requestID, description)
+	}
 	d := rs.info()
 	code := d.code
 	h := w.Header()

@@ -120,7 +120,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // from the same table (proxy/grpc.go), everything else the JSON body.
 func (h *Handler) answer(w http.ResponseWriter, r *http.Request, o *outcome) {
 	refuseBody(w, r)
-	writeError(w, o.reason, o.id, o.description)
+	writeError(w, r, o.reason, o.id, o.description)
 }
 
 // recoverPanic turns a panic on the request path into a 500 with the JSON
@@ -176,7 +176,10 @@ func (h *Handler) checkBody(r *http.Request, o *outcome) {
 // rest of the body would otherwise be read as the next request. Requests
 // without a body keep their keep-alive.
 func refuseBody(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody {
+	if r.Body == nil || r.Body == http.NoBody || r.ProtoMajor >= 2 {
+		// HTTP/2 resets the stream of an unread body by itself; a
+		// Connection: close there would send GOAWAY to every stream sharing
+		// the connection.
 		return
 	}
 	w.Header()["Connection"] = []string{"close"}
@@ -298,6 +301,9 @@ func (h *Handler) finish(r *http.Request, o *outcome) {
 		if o.res != nil {
 			ev.Subject, ev.Issuer, ev.JTI, ev.Roles = o.res.Subject, o.res.Issuer, o.res.JTI, o.res.Roles
 		}
+		if !allowed && isGRPC(r) {
+			ev.GRPCStatus = grpcStatusOf(ev.Status)
+		}
 		h.emitter.Emit(ev)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
@@ -329,6 +335,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome) {
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
+	r, cancel := withGRPCDeadline(r)
+	defer cancel()
 	rs := &h.routes[o.route.Index]
 	sw := statusWriter{ResponseWriter: w}
 	o.sw = &sw

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -217,6 +218,7 @@ func (s *server) serve(ln net.Listener, cfg *Config, baseCtx context.Context) (*
 		MaxHeaderBytes:    maxHeader,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		Protocols:         serverProtocols(cfg),
 	}
 	serveErr := make(chan error, 1)
 	if cfg.TLS != nil {
@@ -360,6 +362,9 @@ func restartOnly(old, cfg *Config) error {
 	}
 	if old.AdminListen != cfg.AdminListen {
 		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "admin.listen changed from %q to %q: a restart is needed", old.AdminListen, cfg.AdminListen))
+	}
+	if !slices.Equal(old.ListenProtocols, cfg.ListenProtocols) {
+		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "listen_protocols changed from %v to %v: a restart is needed", old.ListenProtocols, cfg.ListenProtocols))
 	}
 	if (old.TLS == nil) != (cfg.TLS == nil) {
 		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "tls turned on or off: a restart is needed"))

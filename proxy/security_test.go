@@ -413,7 +413,7 @@ func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []proxytest.Req
 // catalogue is every row, in the order SECURITY.md lists them.
 func catalogue() []attackCase {
 	var all []attackCase
-	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases()} {
+	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases()} {
 		all = append(all, part...)
 	}
 	return all
@@ -1155,6 +1155,7 @@ const (
 var categoryTitles = []struct{ key, title string }{
 	{"jwt", "JWT attacks"}, {"path", "Path tricks"}, {"header", "Header smuggling"},
 	{"smuggling", "Request smuggling"}, {"body", "Bodies on denied requests"}, {"slowloris", "Slow clients"},
+	{"http2", "HTTP/2 and gRPC"},
 }
 
 // renderCatalogue is the markdown list SECURITY.md carries between the markers.

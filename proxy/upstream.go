@@ -78,12 +78,13 @@ func newTransport(c *Config, target *url.URL) *http.Transport {
 }
 
 // newUpstream builds the reverse proxy for target (already validated).
-func (h *Handler) newUpstream(raw string) (*upstream, error) {
+func (h *Handler) newUpstream(raw, proto string) (*upstream, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	up := &upstream{transport: newTransport(h.cfg, u)}
+	setUpstreamProtocol(up.transport, proto)
 	target := *u
 	if u.Scheme == "unix" {
 		// The socket path is the dial address; requests go to http://localhost.
@@ -98,6 +99,11 @@ func (h *Handler) newUpstream(raw string) (*upstream, error) {
 			if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
 				pr.Out.Header["X-Forwarded-For"] = xff
 			}
+			// Request.Clone gave Out a copy of the trailer map, taken before
+			// the body was read: trailers that arrive at the body's end
+			// would land only in In's (SPEC.md 9: trailers pass both ways).
+			// The transport reads the map after the body, so share it.
+			pr.Out.Trailer = pr.In.Trailer
 			pr.SetURL(up.target)
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 			pr.Out.Host = pr.In.Host
@@ -150,8 +156,12 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// Before the cancel case: a client that half-closes after a short
 		// body also cancels the request's context, and still reads a 400.
 		h.log.Info("client request body malformed", "request_id", id, "error", clientBodyError(r).Error())
-		w.Header()["Connection"] = []string{"close"}
-		writeError(w, reasonBadRequest, id, "")
+		if r.ProtoMajor == 1 {
+			// HTTP/2 ends only the stream; Connection: close there would
+			// be a GOAWAY for every stream sharing the connection.
+			w.Header()["Connection"] = []string{"close"}
+		}
+		writeError(w, r, reasonBadRequest, id, "")
 		return
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads an answer.
@@ -162,5 +172,5 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		rs = reasonUpstreamTimeout
 	}
 	h.log.Warn("upstream failed", "request_id", id, "reason", rs.String(), "error", err.Error())
-	writeError(w, rs, id, "")
+	writeError(w, r, rs, id, "")
 }

@@ -6,6 +6,7 @@
 //	go run ./examples/loadtest                  # every configuration, 5 rounds of 5 s
 //	go run ./examples/loadtest -quick           # 1 round of 1 s: a smoke run
 //	go run ./examples/loadtest -configs one-rs256,cold-rs256 -rounds 3
+//	go run ./examples/loadtest -mode grpc       # gRPC unary and bidi through h2c (grpc.go)
 //
 // It prints, per configuration, the medians over rounds of requests/s,
 // p50/p99 latency, CPU time per request (utime+stime of the proxy process
@@ -81,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.mode, "mode", "drive", "drive: run the benchmark; baseline: serve as the bare httputil.ReverseProxy (used by drive)")
+	fs.StringVar(&o.mode, "mode", "drive", "drive: run the benchmark; grpc: the gRPC benchmark (grpc.go); baseline, grpc-baseline: serve as the bare reverse proxy (used by drive and grpc)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:0", "baseline mode: listen address")
 	fs.StringVar(&o.upstream, "upstream", "", "baseline mode: upstream URL")
 	fs.IntVar(&o.rounds, "rounds", 5, "interleaved rounds; medians are taken over them")
@@ -142,8 +143,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	if o.mode == "baseline" {
+	switch o.mode {
+	case "baseline":
 		return serveBaseline(o, stdout)
+	case "grpc":
+		return driveGRPC(o, stdout, stderr)
+	case "grpc-baseline":
+		return serveGRPCBaseline(o, stdout)
 	}
 	if o.mode != "drive" {
 		return fmt.Errorf("unknown -mode %q", o.mode)
