@@ -251,7 +251,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, o *outc
 	o.route, o.label, o.reason = route, c.metrics, reasonPublic
 	if c.cfg.Preflight == PreflightPass {
 		if route == h.denyAll {
-			o.reason = reasonForbidden
+			o.reason, o.detail = reasonForbidden, policy.DetailNoRoute
 		}
 		h.finish(r, o)
 		if !o.reason.allowed() {
@@ -265,7 +265,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, o *outc
 	hdr["Vary"] = []string{"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"}
 	allow := c.answer(hdr, r, o.path)
 	if !allow {
-		o.reason = reasonForbidden
+		o.reason, o.detail = reasonForbidden, "preflight not allowed"
 	}
 	h.finish(r, o)
 	if !allow {

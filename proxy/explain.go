@@ -194,10 +194,13 @@ func (x *explainer) subject(ctx context.Context, r *http.Request, id identity, r
 	}
 	res, err := x.verifier.Verify(ctx, raw)
 	if err != nil {
-		rs, msg := verifyReason(err)
+		rs, msg, detail := verifyReason(err)
 		tok.Error = msg
 		if msg == "" {
 			tok.Error = err.Error()
+		}
+		if detail != "" && detail != msg {
+			tok.Error = detail + ": " + tok.Error
 		}
 		return nil, tok, rs
 	}

@@ -66,6 +66,7 @@ type outcome struct {
 	route       *policy.Route
 	reason      reason
 	description string // verifier's text for error_description
+	detail      string // the failed check in words (audit data.detail, debug log); never a token or claim value
 	res         *jwks.Result
 	tokenSrc    int           // the source the verified token came from, -1 none
 	label       *routeMetrics // the metrics and audit route when not route's own (cors_preflight)
@@ -92,7 +93,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	path, ok := policy.Normalize(rawPath(r))
 	if !ok {
-		o.reason, o.path = reasonBadRequest, r.URL.Path
+		o.reason, o.path, o.detail = reasonBadRequest, r.URL.Path, "path"
 		h.finish(r, &o)
 		h.answer(w, r, &o)
 		return
@@ -144,7 +145,7 @@ func (h *Handler) recoverPanic(w http.ResponseWriter, r *http.Request, o *outcom
 		panic(http.ErrAbortHandler)
 	}
 	if !o.recorded {
-		o.reason, o.description = reasonInternalError, ""
+		o.reason, o.description, o.detail = reasonInternalError, "", "panic"
 		if o.path == "" {
 			o.path = r.URL.Path
 		}
@@ -162,7 +163,7 @@ func (h *Handler) recoverPanic(w http.ResponseWriter, r *http.Request, o *outcom
 // instead; see upstreamError for how that one is recorded.
 func (h *Handler) checkBody(r *http.Request, o *outcome) {
 	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.ContentLength > limit {
-		o.reason = reasonPayloadTooLarge
+		o.reason, o.detail = reasonPayloadTooLarge, "body over max_body_bytes"
 	}
 }
 
@@ -228,37 +229,41 @@ func (h *Handler) authorize(r *http.Request, o *outcome) {
 	o.route = route
 	switch {
 	case route == h.denyAll:
-		o.reason = reasonForbidden // default deny: no token is worth verifying
+		o.reason, o.detail = reasonForbidden, policy.DetailNoRoute // default deny: no token is worth verifying
 		return
 	case route.Auth == policy.AuthNone:
 		removeBearer(r.Header)
-		o.reason = fromPolicy(h.decide(r, o.path, route, nil).Reason)
+		d := h.decide(r, o.path, route, nil)
+		o.reason, o.detail = fromPolicy(d.Reason), d.Detail
 		return
 	}
 	var subject *policy.Subject
 	raw, src, st, why := extractToken(r, h.cfg.Token.Sources)
 	switch st {
 	case tokenInvalid:
-		o.reason, o.description = reasonInvalidToken, why
+		o.reason, o.description, o.detail = reasonInvalidToken, why, why
 		return
 	case tokenFound:
 		res, err := h.verifier.Verify(r.Context(), raw)
 		if err != nil {
-			o.reason, o.description = verifyReason(err)
+			o.reason, o.description, o.detail = verifyReason(err)
 			return
 		}
 		o.res, o.tokenSrc = res, src
 		subject = &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
 	}
-	o.reason = fromPolicy(h.decide(r, o.path, route, subject).Reason)
+	d := h.decide(r, o.path, route, subject)
+	o.reason, o.detail = fromPolicy(d.Reason), d.Detail
 }
 
-func verifyReason(err error) (reason, string) {
+// verifyReason returns the reason, the error_description and the audit
+// detail of a refused token.
+func verifyReason(err error) (reason, string, string) {
 	var e *jwks.Error
 	if !errors.As(err, &e) {
-		return reasonInvalidToken, ""
+		return reasonInvalidToken, "", "invalid token"
 	}
-	return fromJWKS(e.Reason), e.Msg
+	return fromJWKS(e.Reason), e.Msg, e.Detail
 }
 
 // finish records the decision: metrics, the audit event, one debug line.
@@ -301,13 +306,16 @@ func (h *Handler) finish(r *http.Request, o *outcome) {
 		if o.res != nil {
 			ev.Subject, ev.Issuer, ev.JTI, ev.Roles = o.res.Subject, o.res.Issuer, o.res.JTI, o.res.Roles
 		}
-		if !allowed && isGRPC(r) {
-			ev.GRPCStatus = grpcStatusOf(ev.Status)
+		if !allowed {
+			ev.Detail = o.detail
+			if isGRPC(r) {
+				ev.GRPCStatus = grpcStatusOf(ev.Status)
+			}
 		}
 		h.emitter.Emit(ev)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
-		h.log.Debug("decision", "request_id", o.id, "route", routeName, "decision", decision, "reason", o.reason.String())
+		h.log.Debug("decision", "request_id", o.id, "route", routeName, "decision", decision, "reason", o.reason.String(), "detail", o.detail)
 	}
 }
 

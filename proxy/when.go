@@ -88,7 +88,7 @@ func (h *Handler) shadowReason(r *http.Request, path string, sh *policy.Route) r
 	}
 	res, err := h.verifier.Verify(r.Context(), raw)
 	if err != nil {
-		rs, _ := verifyReason(err)
+		rs, _, _ := verifyReason(err)
 		return rs
 	}
 	s := policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
