@@ -77,7 +77,17 @@ func Run(ctx context.Context, opts Options) error {
 		},
 	}
 	s.parts = newParts(s.logFlush)
+	s.logWarnings(cfg, "start")
 	return s.run(ctx, cfg)
+}
+
+// logWarnings logs what `-t` prints as warnings (paths that a differently
+// cased or slashed request could use to reach a weaker rule): an operator
+// who never runs -t still sees them.
+func (s *server) logWarnings(cfg *Config, trigger string) {
+	for _, w := range cfg.Warnings {
+		s.log.Warn("config warning", "trigger", trigger, "warning", w)
+	}
 }
 
 type server struct {
@@ -330,6 +340,7 @@ func (s *server) reload(ctx context.Context, trigger string) {
 	s.level.Set(cfg.LogLevel)
 	s.deps.metrics.reloads.WithLabelValues("success").Inc()
 	s.log.Info("config reloaded", "trigger", trigger)
+	s.logWarnings(cfg, trigger)
 	s.retiring.Add(1)
 	go func() {
 		defer s.retiring.Done()

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/proxy"
 	"github.com/gatehouse/gatehouse/proxy/proxytest"
@@ -90,5 +91,22 @@ func TestConfigUpstreamPort(t *testing.T) {
 	}
 	if _, err := proxy.LoadConfig(file); err == nil || !strings.Contains(err.Error(), file+`:2:11: upstream: bad port "70000"`) {
 		t.Fatalf("LoadConfig = %v, want the port refused at 2:11", err)
+	}
+}
+
+// TestWarningsLogged: a start logs the same warnings -t prints, so an
+// operator who never runs -t still sees the exposed location.
+func TestWarningsLogged(t *testing.T) {
+	w := newWorld(t)
+	g := startGatehouse(t, w.config("default: { auth: required }", `
+routes:
+  - location: "= /orders"
+    roles: { all: [admin] }
+`))
+	if !g.WaitLog(`"msg":"config warning"`, 10*time.Second) {
+		t.Fatalf("no config warning logged at start:\n%s", g.Stderr.String())
+	}
+	if !strings.Contains(g.Stderr.String(), `location \"= /orders\" is exposed`) {
+		t.Errorf("the logged warning does not name the location:\n%s", g.Stderr.String())
 	}
 }
