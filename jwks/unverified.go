@@ -3,7 +3,6 @@ package jwks
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"time"
 )
 
@@ -25,24 +24,19 @@ func ClaimsResult(is *Issuer, claims map[string]any) (*Result, error) {
 	if !isObj {
 		return nil, fmt.Errorf("claims: not an object")
 	}
-	res := &Result{Issuer: is.Name, claims: all}
-	var ok bool
-	if res.Subject, ok = optString(obj, "sub"); !ok {
-		return nil, fmt.Errorf("claims: sub is not a string")
+	// The same reading as a verified token's, subject_claim included; only
+	// exp may be absent here (a policy case need not invent one).
+	exp, _ := all["exp"].(float64)
+	if !saneTime(exp) {
+		exp = 0
 	}
-	if res.JTI, ok = optString(obj, "jti"); !ok {
-		return nil, fmt.Errorf("claims: jti is not a string")
+	res, e := newResult(is, obj, exp)
+	if e != nil {
+		return nil, fmt.Errorf("claims: %s", e.Msg)
 	}
-	if exp, ok := all["exp"].(float64); ok && saneTime(exp) {
-		sec, frac := math.Modf(exp)
-		res.Expiry = time.Unix(int64(sec), int64(frac*1e9))
-		res.NotAfter = res.Expiry.Add(is.Leeway)
-	}
-	if raw, ok := obj.lookup(is.RolesClaim); ok {
-		res.Roles = stringList(raw)
-	}
-	if raw, ok := obj.lookup(is.ScopesClaim); ok {
-		res.Scopes = stringList(raw)
+	res.Issuer, res.claims = is.Name, all
+	if exp == 0 {
+		res.Expiry, res.NotAfter = time.Time{}, time.Time{}
 	}
 	return res, nil
 }

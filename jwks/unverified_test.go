@@ -26,6 +26,12 @@ func TestClaimsResult(t *testing.T) {
 	if v, ok := res.Claim("tenant"); !ok || v != "acme" {
 		t.Errorf("Claim(tenant) = %v, %v", v, ok)
 	}
+	// subject_claim applies as it does to a verified token (the seeds'
+	// tokens name their user userId); no exp is no expiry.
+	is.SubjectClaim = "userId"
+	if res, err := ClaimsResult(is, map[string]any{"userId": "u-7"}); err != nil || res.Subject != "u-7" || !res.Expiry.IsZero() {
+		t.Errorf("with subject_claim userId: %+v, %v; want subject u-7 and no expiry", res, err)
+	}
 	if _, err := ClaimsResult(is, map[string]any{"sub": 5}); err == nil {
 		t.Error("a numeric sub was accepted")
 	}
