@@ -19,14 +19,7 @@ func writeError(w http.ResponseWriter, r *http.Request, rs reason, requestID, de
 	d := rs.info()
 	code := d.code
 	h := w.Header()
-	if d.www != "" {
-		www := d.www
-		if description != "" && d.status == 401 && rs != reasonMissingToken {
-			www += `, error_description=` + quoteHeader(description)
-		}
-		h["Www-Authenticate"] = []string{www}
-	}
-	h["X-Request-Id"] = []string{requestID}
+	setIdentity(h, rs, requestID, description)
 	h["Content-Type"] = jsonContentType
 	h["Cache-Control"] = noStore
 	h["X-Content-Type-Options"] = nosniff
@@ -42,6 +35,21 @@ func writeError(w http.ResponseWriter, r *http.Request, rs reason, requestID, de
 	w.WriteHeader(d.status)
 	_, _ = w.Write(body)
 	return d.status
+}
+
+// setIdentity sets what both renderings of a refusal carry: the
+// WWW-Authenticate of SPEC.md 4 (with the verifier's error_description on
+// a 401 for a presented token) and the request id.
+func setIdentity(h http.Header, rs reason, requestID, description string) {
+	d := rs.info()
+	if d.www != "" {
+		www := d.www
+		if description != "" && d.status == 401 && rs != reasonMissingToken {
+			www += `, error_description=` + quoteHeader(description)
+		}
+		h["Www-Authenticate"] = []string{www}
+	}
+	h["X-Request-Id"] = []string{requestID}
 }
 
 var (

@@ -74,14 +74,7 @@ var grpcContentType = []string{"application/grpc"}
 func writeGRPCError(w http.ResponseWriter, rs reason, requestID, description string) int {
 	d := rs.info()
 	h := w.Header()
-	if d.www != "" {
-		www := d.www
-		if description != "" && d.status == 401 && rs != reasonMissingToken {
-			www += `, error_description=` + quoteHeader(description)
-		}
-		h["Www-Authenticate"] = []string{www}
-	}
-	h["X-Request-Id"] = []string{requestID}
+	setIdentity(h, rs, requestID, description)
 	h["Content-Type"] = grpcContentType
 	h["Grpc-Status"] = []string{strconv.Itoa(grpcStatusOf(d.status))}
 	h["Grpc-Message"] = []string{grpcPercentEncode(d.message)}
