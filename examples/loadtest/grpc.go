@@ -57,19 +57,7 @@ func serveGRPCBaseline(o *options, stdout io.Writer) error {
 	in := new(http.Protocols)
 	in.SetHTTP1(true)
 	in.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, Protocols: in}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	sig := make(chan os.Signal, 1)
-	signalNotify(sig)
-	select {
-	case <-sig:
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(ctx)
-	case err := <-done:
-		return err
-	}
+	return serveUntilSignal(&http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, Protocols: in}, ln)
 }
 
 // grpcApp answers UnaryCall with a small payload and echoes FullDuplexCall.

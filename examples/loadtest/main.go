@@ -185,7 +185,12 @@ func serveBaseline(o *options, stdout io.Writer) error {
 		return fmt.Errorf("baseline: listen: %w", err)
 	}
 	fmt.Fprintf(stdout, "listening %s\n", ln.Addr())
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
+	return serveUntilSignal(&http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}, ln)
+}
+
+// serveUntilSignal serves srv on ln until it fails or the process is told
+// to stop, then shuts it down within 5 s.
+func serveUntilSignal(srv *http.Server, ln net.Listener) error {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	sig := make(chan os.Signal, 1)
