@@ -69,4 +69,14 @@
 // during a reload the new emitter waits for the old one's Close before it
 // uses the spool, and publishes directly meanwhile. stdout and file sinks do
 // not use the spool.
+//
+// # Where new things go
+//
+// New event kinds (egress decisions, revocations applied) are Events with
+// their own type and the same envelope: fields here, filled by proxy.
+// Batched publishing (SPEC.md 12) belongs to the rabbitmq sink, per routing
+// key, with confirms and the spool per batch. What audit and the
+// revocation feed share about RabbitMQ (URL lists, dial with backoff,
+// confirms, returns) moves to internal/broker: jwks/revoke must not import
+// audit.
 package audit

@@ -14,8 +14,15 @@
 // claims.go (the claim checks), algorithms.go (which keys to try, jwx's
 // verifiers), result.go and claimpath.go (Result and the claim-path rule),
 // jsonscan.go (reading the token's JSON), cache.go (the token cache),
-// reason.go (why a token was refused). Revocation, when it comes, belongs in
-// jwks/revoke (SPEC.md 12): it is checked on the same hit path.
+// reason.go (why a token was refused).
+//
+// Where new things go: revocation (SPEC.md 12) in jwks/revoke, checked on
+// the same hit path as the token cache (lock-free reads; its stream
+// consumer lives there too, its broker code in internal/broker); a new key
+// source as a source kind in config.go and source.go; a new refusal as a
+// Reason with its Detail words, mapped to proxy's reason table in proxy's
+// fromJWKS alone. The OAuth client side of egress (client credentials,
+// token exchange) is not verification: proxy/idp or internal/oauth.
 //
 // Design notes (SPEC.md 6, STYLE.md "Decided after reading the libraries'
 // sources"):

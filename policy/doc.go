@@ -76,4 +76,15 @@
 //     `paths` is undeclared). Nothing is printed when nothing is exposed,
 //     the "paths is not declared" warning included, so a warning is always
 //     worth reading.
+//
+// # Where new things go
+//
+// Everything that decides from a request's method, path and claims stays
+// here, free of net/http, jwx and prometheus, so that explain, gatehouse
+// test and every listener decide alike: CEL conditions in policy/expr (the
+// Route holds the compiled program); the nginx-order trace for explain in
+// trace.go (one implementation of the order, two outputs); new requirement
+// kinds as fields of Route checked by Decide, with their detail words built
+// at load. Token reading, keys and revocation are jwks's; rendering and
+// protocols are proxy's.
 package policy
