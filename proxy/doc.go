@@ -26,9 +26,10 @@
 // reading, reasons, metrics and audit (SPEC.md part two, "everything in
 // sections 1 to 8 still holds"):
 //
-//   - HTTP/2, h2c and gRPC: proxy/grpc.go. The listener is the same Handler;
-//     the gRPC trailers-only answer is the second writer of the reason table,
-//     chosen in Handler.answer (one table, two renderings).
+//   - HTTP/2, h2c and gRPC: proxy/protocols.go (listener and upstream
+//     protocols) and proxy/grpc.go. The listener is the same Handler; the
+//     gRPC trailers-only answer is the second writer of the reason table,
+//     chosen in writeError (one table, two renderings).
 //   - Decision mode: proxy/decision.go, and the gRPC ext_authz adapter in
 //     proxy/extauthz.go: thin adapters that put their protocol's question to
 //     the same authorize step and turn the outcome back. Built with New.

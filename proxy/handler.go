@@ -116,9 +116,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.forward(w, r, &o)
 }
 
-// answer renders a refusal of the reason table. This is the split point
-// for the second writer: a gRPC request will get a trailers-only answer
-// from the same table (proxy/grpc.go), everything else the JSON body.
+// answer renders a refusal of the reason table: writeError chooses the
+// writer, a trailers-only answer for a gRPC request (proxy/grpc.go), the
+// JSON body for everything else.
 func (h *Handler) answer(w http.ResponseWriter, r *http.Request, o *outcome) {
 	refuseBody(w, r)
 	writeError(w, r, o.reason, o.id, o.description)
