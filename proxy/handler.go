@@ -72,6 +72,7 @@ type outcome struct {
 	label       *routeMetrics // the metrics and audit route when not route's own (cors_preflight)
 	shadow      *audit.Shadow // what a shadow route in line would have decided (SPEC.md 13)
 	recorded    bool          // finish ran: metrics and audit have this request
+	decided     time.Time     // when the decision was taken, for a request recorded after forwarding
 	sw          *statusWriter
 }
 
@@ -108,12 +109,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if o.reason.allowed() {
 		h.checkBody(r, &o)
 	}
-	h.finish(r, &o)
+	// A body of unknown length under limits.max_body_bytes is known to fit
+	// only once it has been read: such a request is recorded when
+	// forwarding ends, so that a 413 mid-stream is a deny (SPEC.md, the
+	// table after section 8), never an allow. Requests that declare their
+	// length, and every request without a limit, are recorded at once.
+	late := o.reason.allowed() && h.cfg.Limits.MaxBodyBytes > 0 && r.ContentLength < 0 &&
+		r.Body != nil && r.Body != http.NoBody
+	if late {
+		o.decided = h.now()
+	} else {
+		h.finish(r, &o)
+	}
 	if !o.reason.allowed() {
 		h.answer(w, r, &o)
 		return
 	}
 	h.forward(w, r, &o)
+	if late {
+		if o.sw != nil && o.sw.tooLarge {
+			o.reason, o.detail = reasonPayloadTooLarge, "body over max_body_bytes"
+		}
+		h.finish(r, &o)
+	}
 }
 
 // answer renders a refusal of the reason table: writeError chooses the
@@ -269,7 +287,11 @@ func verifyReason(err error) (reason, string, string) {
 // finish records the decision: metrics, the audit event, one debug line.
 func (h *Handler) finish(r *http.Request, o *outcome) {
 	o.recorded = true
-	elapsed := h.now().Sub(o.start)
+	end := o.decided
+	if end.IsZero() {
+		end = h.now()
+	}
+	elapsed := end.Sub(o.start)
 	allowed := o.reason.allowed()
 	decision := o.reason.decision()
 	rm := h.badPath
@@ -352,8 +374,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome) {
 	began := h.now()
 	rs.up.rp.ServeHTTP(&sw, r)
 	status := sw.status
-	if sw.failed && clientBodyError(r) != nil {
-		return // the client's error (400): not an upstream outcome
+	if sw.failed && (sw.tooLarge || clientBodyError(r) != nil) {
+		return // the client's error (413, 400): not an upstream outcome
 	}
 	if sw.failed {
 		status = 0 // code="error", not the 502/504 gatehouse answered
@@ -388,6 +410,9 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	failed bool // the upstream gave no answer: the error handler wrote this one
+	// tooLarge: the body passed limits.max_body_bytes while it was being
+	// forwarded; the error handler answered 413.
+	tooLarge bool
 }
 
 func (s *statusWriter) WriteHeader(code int) {

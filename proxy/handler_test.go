@@ -125,6 +125,41 @@ func TestPayloadTooLargeIsDeny(t *testing.T) {
 	}
 }
 
+// TestPayloadTooLargeMidStream: a body of unknown length (chunked) can
+// only be found too large while it is forwarded; the request is recorded
+// when forwarding ends, so the 413 is still a deny, recorded once, and a
+// chunked body that fits is recorded as the allow it is.
+func TestPayloadTooLargeMidStream(t *testing.T) {
+	p := newInProcess(t, "limits:\n  max_body_bytes: 10\n", nil)
+	for _, tt := range []struct {
+		name, body string
+		status     int
+	}{
+		{"over the limit", strings.Repeat("x", 100), 413},
+		{"within the limit", "12345", 200},
+	} {
+		req := httptest.NewRequest("POST", "/open/x", strings.NewReader(tt.body))
+		req.ContentLength = -1 // as a chunked request arrives
+		rec := httptest.NewRecorder()
+		p.h.ServeHTTP(rec, req)
+		if rec.Code != tt.status {
+			t.Fatalf("%s: answer %d %s, want %d", tt.name, rec.Code, rec.Body, tt.status)
+		}
+	}
+	reg := p.metrics.Registry
+	if got := counter(t, reg, "gatehouse_requests_total", map[string]string{"route": "/open/", "decision": "deny", "reason": "payload_too_large"}); got != 1 {
+		t.Errorf("requests_total deny/payload_too_large = %v, want 1", got)
+	}
+	if got := counter(t, reg, "gatehouse_requests_total", map[string]string{"route": "/open/", "decision": "allow"}); got != 1 {
+		t.Errorf("requests_total allow = %v, want 1 (the body that fits)", got)
+	}
+	evs := p.events(t)
+	if len(evs) != 2 || evs[0].Data.Reason != "payload_too_large" || evs[0].Data.Status != 413 || evs[0].Data.Decision != "deny" ||
+		evs[1].Data.Decision != "allow" {
+		t.Errorf("audit events %+v, want a deny payload_too_large 413, then an allow", evs)
+	}
+}
+
 // TestPanicBeforeDecision: a clock that panics once makes the request path
 // panic before anything is recorded. The client gets the JSON 500, the
 // panic is counted, the request is recorded once as internal_error, and

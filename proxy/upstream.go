@@ -152,6 +152,9 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	switch {
 	case errors.As(err, &mbe):
 		rs = reasonPayloadTooLarge
+		if sw, ok := w.(*statusWriter); ok {
+			sw.tooLarge = true
+		}
 	case clientBodyError(r) != nil:
 		// Before the cancel case: a client that half-closes after a short
 		// body also cancels the request's context, and still reads a 400.
