@@ -133,14 +133,14 @@ func (h *Handler) newUpstream(raw, proto string) (*upstream, error) {
 
 // upstreamError answers a failed forward: 504 when timeouts.upstream ran out,
 // 413 when the body passed limits.max_body_bytes, 400 when the client's body
-// was badly framed, else 502. These answers
-// come after an allow that finish has already recorded: the decision was
-// allow, and the request went on its way. gatehouse_requests_total and the
-// audit event keep that allow; the failure is the upstream metric's
-// code="error" and a log line with the reason. A 413 is recorded as a deny
-// only when the body's declared length is over the limit (checkBody, before
-// the decision is recorded); a chunked body that runs over mid-stream has
-// already been partly forwarded when it does, so its record stays allow.
+// was badly framed, else 502. The 502, 504 and 400 come after an allow that
+// finish has already recorded: the decision was allow, and the request went
+// on its way; gatehouse_requests_total and the audit event keep that allow,
+// and the failure is a log line (and, for the upstream's failures, the
+// upstream metric's code="error"). A 413 is always a deny: a declared
+// length over the limit is refused by checkBody before anything is
+// recorded, and a request whose body has no declared length is recorded
+// only after forwarding (ServeHTTP), once tooLarge says how it ended.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.failed = true
