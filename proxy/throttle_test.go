@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -270,5 +271,93 @@ audit:
 	}
 	if n := len(up.Requests()); n != 0 {
 		t.Errorf("upstream got %d requests", n)
+	}
+}
+
+// TestFailedAuthConfig: decoding limits.failed_auth, its defaults and its
+// errors with their positions.
+func TestFailedAuthConfig(t *testing.T) {
+	const head = `listen: ":8080"
+upstream: "http://127.0.0.1:3000"
+issuers:
+  - issuer: "https://auth.test"
+    audiences: [api]
+    jwks_url: "https://auth.test/jwks"
+routes:
+  - location: "/"
+limits:
+`
+	tests := []struct {
+		name, limits string
+		want         *proxy.FailedAuth
+		err          string
+	}{
+		{"absent", "  max_body_bytes: 0\n", nil, ""},
+		{"null", "  failed_auth:\n", nil, ""},
+		{"defaults", "  failed_auth: {}\n", &proxy.FailedAuth{Rate: 10, Burst: 20, Clients: 65536}, ""},
+		{"given", "  failed_auth: { rate: 0.5, burst: 1, clients: 10 }\n", &proxy.FailedAuth{Rate: 0.5, Burst: 1, Clients: 10}, ""},
+		{"rate 0", "  failed_auth: { rate: 0 }\n", nil, "gatehouse.yaml:10:24: limits.failed_auth.rate must be more than 0 and at most 1e+06, got 0"},
+		{"rate negative", "  failed_auth:\n    rate: -1\n", nil, "gatehouse.yaml:11:11: limits.failed_auth.rate must be more than 0"},
+		{"rate text", "  failed_auth:\n    rate: fast\n", nil, `gatehouse.yaml:11:11: limits.failed_auth.rate: expected a number, got "fast"`},
+		{"rate NaN", "  failed_auth:\n    rate: .nan\n", nil, `gatehouse.yaml:11:11: limits.failed_auth.rate: expected a number, got ".nan"`},
+		{"burst 0", "  failed_auth:\n    burst: 0\n", nil, "gatehouse.yaml:11:12: must be at least 1, got 0"},
+		{"clients 0", "  failed_auth:\n    clients: 0\n", nil, "gatehouse.yaml:11:14: must be at least 1, got 0"},
+		{"clients huge", "  failed_auth:\n    clients: 100000000\n", nil, "gatehouse.yaml:11:14: limits.failed_auth.clients must be at most 2097152"},
+		{"unknown key", "  failed_auth:\n    per: ip\n", nil, "gatehouse.yaml:11:5:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := proxy.ParseConfig("gatehouse.yaml", []byte(head+tt.limits))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("ParseConfig error = %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.Limits.FailedAuth
+			if (got == nil) != (tt.want == nil) || got != nil && *got != *tt.want {
+				t.Errorf("FailedAuth = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestFailedAuthExample: the commented limits.failed_auth block of
+// config.example.yaml, uncommented, loads and says the defaults.
+func TestFailedAuthExample(t *testing.T) {
+	b, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	on := false
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(l, "  # failed_auth:"):
+			on = true
+		case on && !strings.HasPrefix(l, "  #   "):
+			on = false
+		}
+		if on {
+			l = strings.Replace(l, "# ", "", 1)
+			if strings.TrimSpace(strings.SplitN(l, "#", 2)[0]) == "" {
+				continue // a comment's continuation line
+			}
+		}
+		out = append(out, l)
+	}
+	text := strings.Join(out, "\n")
+	if !strings.Contains(text, "\n  failed_auth:") {
+		t.Fatal("config.example.yaml has no commented limits.failed_auth block")
+	}
+	cfg, err := proxy.ParseConfig("config.example.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Limits.FailedAuth, (proxy.FailedAuth{Rate: 10, Burst: 20, Clients: 65536}); got == nil || *got != want {
+		t.Errorf("FailedAuth = %+v, want %+v", got, want)
 	}
 }
