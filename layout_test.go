@@ -21,10 +21,11 @@ func TestDependencyDirection(t *testing.T) {
 		"internal/yamlpos": {module + "proxy", module + "policy", module + "jwks", module + "audit", "net/http"},
 		// claimpath is the one claim-path rule, for jwks, policy and proxy alike.
 		"internal/claimpath": {module + "proxy", module + "policy", module + "jwks", module + "audit", module + "internal/yamlpos", "gopkg.in/yaml.v3"},
-		// jsonx, tlsca and refpool serve every package: leaves, stdlib only.
-		"internal/jsonx":   leaf,
-		"internal/tlsca":   leaf,
-		"internal/refpool": leaf,
+		// jsonx, tlsca, refpool and ratelimit serve every package: leaves, stdlib only.
+		"internal/jsonx":     leaf,
+		"internal/tlsca":     leaf,
+		"internal/refpool":   leaf,
+		"internal/ratelimit": leaf,
 	}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-deps", "./"+pkg).CombinedOutput()

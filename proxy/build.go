@@ -162,6 +162,11 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 		return nil, fmt.Errorf("start audit: %w", err)
 	}
 	h.emitter = e
+	if fa := cfg.Limits.FailedAuth; fa != nil {
+		// Cannot fail: the build has no error.
+		h.throttleKey = keyOfFailedAuth(*fa)
+		h.throttle, _, _ = p.throttles.Acquire(h.throttleKey, newThrottle(*fa))
+	}
 	return h, nil
 }
 
@@ -185,4 +190,7 @@ func (h *Handler) retire(ctx context.Context) {
 		up.transport.CloseIdleConnections()
 	}
 	h.parts.releaseEmitter(ctx, h.auditKey)
+	if h.throttle != nil {
+		h.parts.throttles.Release(h.throttleKey)
+	}
 }

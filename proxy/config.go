@@ -82,7 +82,26 @@ type Timeouts struct {
 type Limits struct {
 	MaxHeaderBytes int64 // request line + headers; default 32768; larger: 431
 	MaxBodyBytes   int64 // 0: unlimited; larger: 413
+	// FailedAuth is `limits.failed_auth` (SPEC.md 12); nil: off.
+	FailedAuth *FailedAuth
 }
+
+// FailedAuth is `limits.failed_auth`: a token bucket per client IP on 401
+// answers. Each field has its default when the section is present.
+type FailedAuth struct {
+	Rate    float64 // 401 answers per second per client IP; default 10
+	Burst   int64   // bucket size; default 20
+	Clients int64   // addresses remembered, least recently seen out; default 65536
+}
+
+// Bounds of limits.failed_auth. A table entry is about 40 bytes plus the
+// index's share: maxFailedAuthClients is some 100 MiB, far past any need
+// of one instance. The rate's cap keeps the refill interval at least 1µs.
+const (
+	maxFailedAuthClients = 1 << 21
+	maxFailedAuthRate    = 1e6
+	maxFailedAuthBurst   = 1e6
+)
 
 // TokenConfig is the `token` section.
 type TokenConfig struct {
@@ -213,9 +232,10 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	d.Duration(t.Get("idle"), &c.Timeouts.Idle)
 	d.Duration(t.Get("shutdown"), &c.Timeouts.Shutdown)
 
-	l := d.Map(m.Get("limits"), "max_header_bytes", "max_body_bytes")
+	l := d.Map(m.Get("limits"), "max_header_bytes", "max_body_bytes", "failed_auth")
 	d.Int(l.Get("max_header_bytes"), 1024, &c.Limits.MaxHeaderBytes)
 	d.Int(l.Get("max_body_bytes"), 0, &c.Limits.MaxBodyBytes)
+	c.Limits.FailedAuth = decodeFailedAuth(d, l)
 
 	if n := m.Get("issuers"); yamlpos.IsNull(n) {
 		d.Errorf(m.Node, "missing required key %q", "issuers")
@@ -249,6 +269,37 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	}
 	c.Warnings = c.Policy.Warnings()
 	return c, nil
+}
+
+// decodeFailedAuth reads limits.failed_auth; absent or null is off. An
+// empty mapping (`failed_auth: {}`) turns it on with the defaults.
+func decodeFailedAuth(d *yamlpos.Decoder, l yamlpos.Map) *FailedAuth {
+	n := l.Get("failed_auth")
+	if yamlpos.IsNull(n) {
+		return nil
+	}
+	m := d.Map(n, "rate", "burst", "clients")
+	fa := &FailedAuth{Rate: 10, Burst: 20, Clients: 65536}
+	if rn := m.Get("rate"); !yamlpos.IsNull(rn) {
+		// yamlpos has integers only; a rate may be fractional (0.5: one
+		// failure every 2s).
+		v, err := strconv.ParseFloat(rn.Value, 64)
+		switch {
+		case rn.Kind != yaml.ScalarNode || (rn.Tag != "!!int" && rn.Tag != "!!float") || err != nil:
+			d.Errorf(rn, "limits.failed_auth.rate: expected a number, got %q", rn.Value)
+		case !(v > 0) || v > maxFailedAuthRate:
+			d.Errorf(rn, "limits.failed_auth.rate must be more than 0 and at most %g, got %s", float64(maxFailedAuthRate), rn.Value)
+		default:
+			fa.Rate = v
+		}
+	}
+	if bn := m.Get("burst"); d.Int(bn, 1, &fa.Burst) && fa.Burst > maxFailedAuthBurst {
+		d.Errorf(bn, "limits.failed_auth.burst must be at most %d, got %d", int64(maxFailedAuthBurst), fa.Burst)
+	}
+	if cn := m.Get("clients"); d.Int(cn, 1, &fa.Clients) && fa.Clients > maxFailedAuthClients {
+		d.Errorf(cn, "limits.failed_auth.clients must be at most %d, got %d", maxFailedAuthClients, fa.Clients)
+	}
+	return fa
 }
 
 func validLevel(s string) bool {

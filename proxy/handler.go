@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/ratelimit"
 	"github.com/gatehouse/gatehouse/jwks"
 	"github.com/gatehouse/gatehouse/policy"
 )
@@ -38,6 +40,10 @@ type Handler struct {
 	metrics *Metrics
 	badPath *routeMetrics
 	cors    *corsPolicy // nil: preflights are ordinary requests
+	// throttle is the limits.failed_auth table, shared through parts with
+	// the handlers of other reloads of the same section; nil: off.
+	throttle    *ratelimit.Table
+	throttleKey throttleKey
 
 	authAllow, authDeny prometheus.Observer
 	log                 *slog.Logger
@@ -74,6 +80,7 @@ type outcome struct {
 	recorded    bool          // finish ran: metrics and audit have this request
 	decided     time.Time     // when the decision was taken, for a request recorded after forwarding
 	sw          *statusWriter
+	client      netip.Addr // the failed-auth throttle's client, when it is on
 }
 
 // ServeHTTP runs the pipeline of SPEC.md 3 to 5 for one request. Every
@@ -101,11 +108,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	o.path = path
 	h.strip.strip(r.Header)
+	if h.throttled(w, r, &o) {
+		h.finish(r, &o)
+		h.answer(w, r, &o)
+		return
+	}
 	if h.servePreflight(w, r, &o) {
 		return
 	}
 	o.shadow = h.decideShadow(r, o.path)
 	h.authorize(r, &o)
+	h.countFailure(&o)
 	if o.reason.allowed() {
 		h.checkBody(r, &o)
 	}

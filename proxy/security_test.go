@@ -413,7 +413,7 @@ func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []proxytest.Req
 // catalogue is every row, in the order SECURITY.md lists them.
 func catalogue() []attackCase {
 	var all []attackCase
-	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases()} {
+	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases(), floodCases()} {
 		all = append(all, part...)
 	}
 	return all
@@ -1155,7 +1155,7 @@ const (
 var categoryTitles = []struct{ key, title string }{
 	{"jwt", "JWT attacks"}, {"path", "Path tricks"}, {"header", "Header smuggling"},
 	{"smuggling", "Request smuggling"}, {"body", "Bodies on denied requests"}, {"slowloris", "Slow clients"},
-	{"http2", "HTTP/2 and gRPC"},
+	{"http2", "HTTP/2 and gRPC"}, {"flood", "Failed-auth floods"},
 }
 
 // renderCatalogue is the markdown list SECURITY.md carries between the markers.
@@ -1221,4 +1221,78 @@ func TestSecurityCatalogueDocumented(t *testing.T) {
 		return
 	}
 	t.Errorf("%s's catalogue differs from the table in security_test.go; run go test ./proxy/ -run TestSecurityCatalogueDocumented -update-security", file)
+}
+
+// floodCases: limits.failed_auth (SPEC.md 12). The catalogue's gatehouse
+// runs without it (its own rows answer many 401s), so each row starts a
+// binary of its own, behind 127.0.0.1 as a trusted proxy so that
+// X-Forwarded-For can name many clients from one test.
+func floodCases() []attackCase {
+	return []attackCase{
+		{id: "FLOOD-01", category: "flood", name: "a flood of bad tokens from one client, then the same client spoofing X-Forwarded-For, then another client",
+			note: "the first `burst` (5) are 401, the next 100 are 429 `too_many_requests` with `Retry-After`, also with a valid token, " +
+				"on an `auth: none` route and with a forged address left of the proxy's; another client's valid token is 200; the upstream sees only that one",
+			interact: func(t *testing.T, s *secWorld, _ string) {
+				up := newRecorder(t)
+				g := startProcess(t, fmt.Sprintf(`listen: "127.0.0.1:0"
+upstream: %q
+issuers:
+  - issuer: %q
+    audiences: [api]
+    jwks_url: %q
+trusted_proxies: ["127.0.0.1/32"]
+limits:
+  failed_auth: { rate: 0.01, burst: 5 }
+routes:
+  - location: "/public/"
+    auth: none
+  - location: "/api/"
+audit:
+  sink: none
+`, up.URL, issuer, jwkstest.NewServer(s.rsa).URL))
+				addr := strings.TrimPrefix(g.URL, "http://")
+				send := func(path, xff, token string) (int, string, string) {
+					req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: %s\r\n", path, xff)
+					if token != "" {
+						req += "Authorization: Bearer " + token + "\r\n"
+					}
+					_, answer := rawRequest(t, addr, req+"Connection: close\r\n\r\n")
+					status, code := parseAnswer(answer)
+					retry := ""
+					if res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(answer)), nil); err == nil {
+						retry = res.Header.Get("Retry-After")
+						res.Body.Close()
+					}
+					return status, code, retry
+				}
+				garbage := s.evil.SignHeader(map[string]any{"alg": "RS256", "kid": "k1"}, s.claims(nil))
+				for i := range 5 {
+					if st, code, _ := send("/api/x", "203.0.113.5", garbage); st != 401 || code != "invalid_token" {
+						t.Fatalf("bad token %d: %d %q, want 401 invalid_token", i+1, st, code)
+					}
+				}
+				for i := range 100 {
+					path, xff, token := "/api/x", "203.0.113.5", garbage
+					switch i % 4 {
+					case 1:
+						token = s.user
+					case 2:
+						path, token = "/public/x", ""
+					case 3:
+						xff = "198.51.100.1, 203.0.113.5" // the forged address is left of the one the proxy saw
+					}
+					st, code, retry := send(path, xff, token)
+					if n, err := strconv.Atoi(retry); st != 429 || code != "too_many_requests" || err != nil || n < 1 || n > 100 {
+						t.Fatalf("flood request %d (%s, X-Forwarded-For %s): %d %q Retry-After %q, want 429 too_many_requests, 1..100",
+							i+1, path, xff, st, code, retry)
+					}
+				}
+				if st, _, _ := send("/api/x", "203.0.113.6", s.user); st != 200 {
+					t.Errorf("another client's valid token: %d, want 200", st)
+				}
+				if n := len(up.Requests()); n != 1 {
+					t.Errorf("the upstream got %d requests, want 1", n)
+				}
+			}},
+	}
 }
