@@ -180,7 +180,9 @@ func newGRPCWorld(t *testing.T) *grpcWorld {
 	cfg := w.configWith(cfgOpts{
 		extra:    "upstream_protocol: h2c\nlimits:\n  max_body_bytes: 6291456\n",
 		routes:   grpcRoutes(deadURL),
-		timeouts: "  upstream: 1s\n",
+		// 6s, not less: a 4 MiB unary call under -race on a loaded 2-core
+		// machine has taken longer than 1s to its response headers.
+		timeouts: "  upstream: 6s\n",
 	})
 	cfg = strings.Replace(cfg, fmt.Sprintf("upstream: %q", w.up.URL), fmt.Sprintf("upstream: %q", "http://"+app.addr), 1)
 	g := startProcess(t, cfg)
@@ -265,8 +267,8 @@ func TestGRPCThrough(t *testing.T) {
 	})
 
 	t.Run("server streaming outlives timeouts.upstream", func(t *testing.T) {
-		// timeouts.upstream is 1s: it bounds the wait for the headers only.
-		params := []*testpb.ResponseParameters{{Size: 5}, {Size: 6, IntervalUs: 700_000}, {Size: 7, IntervalUs: 700_000}}
+		// timeouts.upstream is 6s: it bounds the wait for the headers only.
+		params := []*testpb.ResponseParameters{{Size: 5}, {Size: 6, IntervalUs: 3_500_000}, {Size: 7, IntervalUs: 3_500_000}}
 		stream, err := client.StreamingOutputCall(gw.ctx(t, user), &testpb.StreamingOutputCallRequest{ResponseParameters: params})
 		if err != nil {
 			t.Fatal(err)
@@ -346,7 +348,7 @@ func TestGRPCDenials(t *testing.T) {
 	client := testpb.NewTestServiceClient(gw.conn)
 	user := gw.token(nil)
 	expired := gw.token(map[string]any{"exp": time.Now().Add(-time.Hour).Unix(), "iat": time.Now().Add(-2 * time.Hour).Unix()})
-	slow := []*testpb.ResponseParameters{{Size: 1, IntervalUs: 3_000_000}}
+	slow := []*testpb.ResponseParameters{{Size: 1, IntervalUs: 9_000_000}}
 
 	for _, tt := range []struct {
 		name    string
