@@ -37,10 +37,10 @@ type testIdP struct {
 	issued    atomic.Int64
 
 	mu         sync.Mutex
-	expiresIn  any                                                  // the expires_in answered (default 3600)
+	expiresIn  any                                                   // the expires_in answered (default 3600)
 	respond    func(w http.ResponseWriter, r *http.Request, n int64) // replaces the answer after the checks pass
-	gate       chan struct{}                                        // when set, token requests wait for it to close
-	forms      []url.Values                                         // what each token request carried
+	gate       chan struct{}                                         // when set, token requests wait for it to close
+	forms      []url.Values                                          // what each token request carried
 	jtis       map[string]bool
 	discovery  func(w http.ResponseWriter) // replaces the discovery document
 	assertions []string
