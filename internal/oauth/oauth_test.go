@@ -325,7 +325,9 @@ func TestIdPDownServesValidCachedToken(t *testing.T) {
 	r := Request{Grant: ClientCredentials}
 	c.Token(ctx, r)
 	p.set(func(p *testIdP) {
-		p.respond = func(w http.ResponseWriter, _ *http.Request, _ int64) { oauthError(w, 503, "temporarily_unavailable", "") }
+		p.respond = func(w http.ResponseWriter, _ *http.Request, _ int64) {
+			oauthError(w, 503, "temporarily_unavailable", "")
+		}
 	})
 	clock.Add(95 * time.Second)
 	if tok, err := c.Token(ctx, r); err != nil || tok.AccessToken != "at-1" {
