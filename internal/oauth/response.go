@@ -16,10 +16,10 @@ import (
 const maxLifetime = 366 * 24 * time.Hour
 
 type tokenResponse struct {
-	AccessToken     string      `json:"access_token"`
-	TokenType       string      `json:"token_type"`
-	IssuedTokenType string      `json:"issued_token_type"`
-	ExpiresIn       json.Number `json:"expires_in"` // a JSON number; a string holding an integer is tolerated
+	AccessToken     string          `json:"access_token"`
+	TokenType       string          `json:"token_type"`
+	IssuedTokenType string          `json:"issued_token_type"`
+	ExpiresIn       json.RawMessage `json:"expires_in"` // a JSON number; a string holding an integer is tolerated
 }
 
 // parseTokenResponse checks a 200 token response (RFC 6749 5.1, RFC 8693
@@ -55,8 +55,8 @@ func parseTokenResponse(body []byte, grant Grant, audience string, start time.Ti
 		return Token{}, 0, errors.New("the access token is for another audience")
 	}
 
-	if tr.ExpiresIn != "" {
-		n, err := strconv.ParseInt(string(tr.ExpiresIn), 10, 64)
+	if len(tr.ExpiresIn) > 0 && string(tr.ExpiresIn) != "null" {
+		n, err := strconv.ParseInt(unquote(tr.ExpiresIn), 10, 64)
 		if err != nil || n < 1 || n > int64(maxLifetime/time.Second) {
 			return Token{}, 0, errors.New("expires_in is not a whole number of seconds in [1, 31622400]")
 		}
@@ -78,6 +78,16 @@ func parseTokenResponse(body []byte, grant Grant, audience string, start time.Ti
 	}
 	// No lifetime known: usable once, never cached.
 	return Token{AccessToken: tr.AccessToken}, 0, nil
+}
+
+// unquote returns a JSON string's content (some identity providers send
+// expires_in as "3600") or the raw text of anything else.
+func unquote(raw json.RawMessage) string {
+	var s string
+	if raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
 }
 
 // headerSafe: visible ASCII only (no space, no control, no CR/LF), so the
