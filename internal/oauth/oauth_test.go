@@ -476,3 +476,40 @@ func TestClose(t *testing.T) {
 		t.Errorf("Token after Close: %v, want ErrUnavailable", err)
 	}
 }
+
+// BenchmarkTokenCached is the egress hot path: a cache hit for an exchange
+// (a ~900-byte inbound token is hashed on every call) and for client
+// credentials.
+func BenchmarkTokenCached(b *testing.B) {
+	p := newTestIdP(&testing.T{})
+	defer p.srv.Close()
+	c, err := New(Config{TokenEndpoint: p.tokenURL(), ClientID: p.clientID, ClientSecret: "s"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.secret = "s"
+	defer c.Close()
+	subject := fakeJWT(map[string]any{"sub": "alice", "pad": strings.Repeat("x", 800)})
+	cases := []struct {
+		name string
+		r    Request
+	}{
+		{"exchange", Request{Grant: TokenExchange, SubjectToken: subject, Audience: "orders-api", Scopes: []string{"orders:read", "orders:write"}}},
+		{"exchange_unsorted_scopes", Request{Grant: TokenExchange, SubjectToken: subject, Audience: "orders-api", Scopes: []string{"orders:write", "orders:read"}}},
+		{"client_credentials", Request{Grant: ClientCredentials, Audience: "orders-api", Scopes: []string{"orders:read"}}},
+	}
+	ctx := context.Background()
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			if _, err := c.Token(ctx, bc.r); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Token(ctx, bc.r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
