@@ -22,7 +22,6 @@ import (
 // that checks client authentication and grant parameters as RFC 6749,
 // RFC 7523 and RFC 8693 say, and answers with numbered tokens.
 type testIdP struct {
-	t      *testing.T
 	srv    *httptest.Server
 	issuer string
 
@@ -46,9 +45,9 @@ type testIdP struct {
 	assertions []string
 }
 
-func newTestIdP(t *testing.T) *testIdP {
+func newTestIdP(t testing.TB) *testIdP {
 	t.Helper()
-	p := &testIdP{t: t, clientID: "checkout", expiresIn: 3600, jtis: map[string]bool{}, now: time.Now}
+	p := &testIdP{clientID: "checkout", expiresIn: 3600, jtis: map[string]bool{}, now: time.Now}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", p.serveDiscovery)
 	mux.HandleFunc("/token", p.serveToken)
@@ -248,7 +247,7 @@ func (p *testIdP) checkClient(r *http.Request, form url.Values) string {
 
 // waitFor polls cond for up to 30 s: an event, never a duration, is what the
 // tests wait for.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

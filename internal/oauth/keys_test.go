@@ -52,7 +52,7 @@ func pkcs8(t *testing.T, k any) *pem.Block {
 
 // rfc7638 computes the thumbprint by the RFC's recipe (required members,
 // lexicographic order, no whitespace), independently of jwx.
-func rfc7638(t *testing.T, pub crypto.PublicKey) string {
+func rfc7638(t testing.TB, pub crypto.PublicKey) string {
 	t.Helper()
 	b64 := base64.RawURLEncoding.EncodeToString
 	var s string

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
 // secretIdP is an IdP checking client_secret_basic, with characters RFC 6749
@@ -104,8 +106,27 @@ func TestTokenExchangePrivateKeyJWT(t *testing.T) {
 					t.Errorf("IdP got %s=%q, want %q", k, f.Get(k), v)
 				}
 			}
+			// A second request carries a new assertion (the IdP refuses a
+			// replayed jti).
+			if _, err := c.Token(context.Background(), Request{Grant: ClientCredentials, Audience: "payments"}); err != nil {
+				t.Fatalf("second Token: %v", err)
+			}
 			if p.discHits.Load() != 1 {
 				t.Errorf("discovery fetched %d times, want 1", p.discHits.Load())
+			}
+			p.mu.Lock()
+			a := p.assertions[0]
+			p.mu.Unlock()
+			msg, err := jws.Parse([]byte(a))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kid, want := msg.Signatures()[0].ProtectedHeaders().KeyID(), rfc7638(t, tt.key.Public()); kid != want {
+				t.Errorf("assertion kid = %q, want the RFC 7638 thumbprint %q", kid, want)
+			}
+			var cl struct{ Iat, Exp int64 }
+			if err := json.Unmarshal(msg.Payload(), &cl); err != nil || cl.Exp-cl.Iat != 60 {
+				t.Errorf("assertion lifetime = %d s (%v), want 60", cl.Exp-cl.Iat, err)
 			}
 		})
 	}
@@ -481,13 +502,12 @@ func TestClose(t *testing.T) {
 // (a ~900-byte inbound token is hashed on every call) and for client
 // credentials.
 func BenchmarkTokenCached(b *testing.B) {
-	p := newTestIdP(&testing.T{})
-	defer p.srv.Close()
-	c, err := New(Config{TokenEndpoint: p.tokenURL(), ClientID: p.clientID, ClientSecret: "s"})
+	p := newTestIdP(b)
+	p.secret = "s"
+	c, err := New(Config{TokenEndpoint: p.tokenURL(), ClientID: p.clientID, ClientSecret: p.secret})
 	if err != nil {
 		b.Fatal(err)
 	}
-	p.secret = "s"
 	defer c.Close()
 	subject := fakeJWT(map[string]any{"sub": "alice", "pad": strings.Repeat("x", 800)})
 	cases := []struct {
