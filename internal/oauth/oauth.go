@@ -43,6 +43,11 @@ const (
 
 const (
 	defaultMaxEntries = 10000
+	// maxInflight bounds the requests to the identity provider in flight
+	// (one per key): with the identity provider slow and many distinct
+	// inbound tokens, callers beyond it get ErrUnavailable at once instead
+	// of queueing goroutines and requests without limit.
+	maxInflight = 4096
 	defaultTimeout    = 10 * time.Second
 	backoffBase       = time.Second
 	backoffMax        = 30 * time.Second
@@ -76,8 +81,8 @@ type Config struct {
 	// never followed (a token endpoint has no reason to redirect a POST
 	// carrying credentials).
 	HTTPClient *http.Client
-	// MaxEntries bounds the token cache (least recently used out) and the
-	// requests in flight. Default 10,000.
+	// MaxEntries bounds the token cache (least recently used out). Default
+	// 10,000. Requests in flight are bounded apart, at 4,096.
 	MaxEntries int
 	// Clock is the time source for expiry, refresh and backoff. Default
 	// time.Now.
@@ -250,7 +255,7 @@ func (c *Client) Token(ctx context.Context, r Request) (Token, error) {
 		if now.Before(e.tok.Expiry) {
 			c.lru.MoveToFront(el)
 			tok := e.tok
-			if !now.Before(e.refreshAt) && !now.Before(e.retryAt) && c.inflight[string(k)] == nil && len(c.inflight) < c.cfg.MaxEntries {
+			if !now.Before(e.refreshAt) && !now.Before(e.retryAt) && c.inflight[string(k)] == nil && len(c.inflight) < maxInflight {
 				c.startLocked(e.key, &r)
 			}
 			c.mu.Unlock()
@@ -260,9 +265,9 @@ func (c *Client) Token(ctx context.Context, r Request) (Token, error) {
 	}
 	cl := c.inflight[string(k)]
 	if cl == nil {
-		if len(c.inflight) >= c.cfg.MaxEntries {
+		if len(c.inflight) >= maxInflight {
 			c.mu.Unlock()
-			return Token{}, fmt.Errorf("%w: %d requests to the identity provider already in flight", ErrUnavailable, c.cfg.MaxEntries)
+			return Token{}, fmt.Errorf("%w: %d requests to the identity provider already in flight", ErrUnavailable, maxInflight)
 		}
 		cl = c.startLocked(string(k), &r)
 	}

@@ -533,3 +533,46 @@ func BenchmarkTokenCached(b *testing.B) {
 		})
 	}
 }
+
+// TestConcurrentMixedLoad runs hits, misses, refreshes and evictions at once
+// (for -race): every call gets a token, and a token is never served for
+// another key.
+func TestConcurrentMixedLoad(t *testing.T) {
+	p, cfg := secretIdP(t)
+	p.expiresIn = 100
+	clock := newFakeClock()
+	cfg.Clock = clock.Now
+	cfg.MaxEntries = 5
+	// Each token names its audience, so a crossed key shows.
+	p.set(func(p *testIdP) {
+		p.respond = func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"access_token":"%s-%d","token_type":"Bearer","expires_in":100}`, r.PostForm.Get("audience"), n)
+		}
+	})
+	c := newClient(t, cfg)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				aud := fmt.Sprintf("aud%d", (g*7+i)%12)
+				if i%50 == 0 {
+					clock.Add(30 * time.Second)
+				}
+				tok, err := c.Token(context.Background(), Request{Grant: ClientCredentials, Audience: aud})
+				if err != nil || !strings.HasPrefix(tok.AccessToken, aud+"-") {
+					t.Errorf("Token(%s) = %+v, %v", aud, tok, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) > 5 {
+		t.Errorf("cache holds %d entries, bound 5", len(c.entries))
+	}
+}
