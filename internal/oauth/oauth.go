@@ -47,10 +47,10 @@ const (
 	// (one per key): with the identity provider slow and many distinct
 	// inbound tokens, callers beyond it get ErrUnavailable at once instead
 	// of queueing goroutines and requests without limit.
-	maxInflight = 4096
-	defaultTimeout    = 10 * time.Second
-	backoffBase       = time.Second
-	backoffMax        = 30 * time.Second
+	maxInflight    = 4096
+	defaultTimeout = 10 * time.Second
+	backoffBase    = time.Second
+	backoffMax     = 30 * time.Second
 	// refreshFraction of a token's lifetime before its exp, the cached token
 	// is replaced (SPEC.md 11: exp minus 10 % of the lifetime).
 	refreshFraction = 10
