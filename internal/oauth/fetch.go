@@ -95,7 +95,11 @@ func (c *Client) fetchOnce(ctx context.Context, r Request, start time.Time) (Tok
 	defer resp.Body.Close()
 	body, err := readCapped(resp.Body, maxTokenResponse)
 	if err != nil {
-		return Token{}, 0, ResultUnavailable, fmt.Errorf("token endpoint %s answered %d: %w", endpoint, resp.StatusCode, err)
+		result := ResultUnavailable // the connection broke
+		if errors.Is(err, errTooLarge) {
+			result = ResultError // it answered, with garbage
+		}
+		return Token{}, 0, result, fmt.Errorf("token endpoint %s answered %d: %w", endpoint, resp.StatusCode, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		result := ResultError
@@ -130,13 +134,15 @@ func transportError(err error) string {
 	return err.Error()
 }
 
+var errTooLarge = errors.New("body too large")
+
 func readCapped(r io.Reader, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading the body: %s", transportError(err))
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("body over %d KiB", limit>>10)
+		return nil, fmt.Errorf("%w: over %d KiB", errTooLarge, limit>>10)
 	}
 	return b, nil
 }

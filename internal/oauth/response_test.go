@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,7 +39,7 @@ func TestHostileResponses(t *testing.T) {
 		{"huge body", ClientCredentials, func(w http.ResponseWriter, _ *http.Request, _ int64) {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"access_token":"a","token_type":"Bearer","expires_in":60,"x":"%s"}`, strings.Repeat("A", 2<<20))
-		}, "body over 64 KiB"},
+		}, "body too large: over 64 KiB"},
 		{"bad JSON", ClientCredentials, writeJSON(200, `{"access_token":"a",`), "invalid JSON"},
 		{"not an object", ClientCredentials, writeJSON(200, `["a"]`), "not a JSON object"},
 		{"trailing data", ClientCredentials, writeJSON(200, `{"access_token":"a","token_type":"Bearer","expires_in":60} {}`), "data after"},
@@ -83,6 +84,13 @@ func TestHostileResponses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p, cfg := secretIdP(t)
 			p.set(func(p *testIdP) { p.respond = tt.respond })
+			var results []string
+			var mu sync.Mutex
+			cfg.Observe = func(_ Grant, result string) {
+				mu.Lock()
+				results = append(results, result)
+				mu.Unlock()
+			}
 			c := newClient(t, cfg)
 			r := Request{Grant: tt.grant, Audience: "orders"}
 			if tt.grant == TokenExchange {
@@ -100,6 +108,17 @@ func TestHostileResponses(t *testing.T) {
 				if n := p.tokenHits.Load(); n != int64(i+1) {
 					t.Fatalf("IdP called %d times after %d calls: a failure was cached", n, i+1)
 				}
+			}
+			// An answer, however bad, is an "error"; only 5xx (and 429)
+			// say the identity provider is unavailable.
+			want := ResultError
+			if tt.name == "500" {
+				want = ResultUnavailable
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(results) != 2 || results[0] != want || results[1] != want {
+				t.Errorf("Observe results = %v, want [%s %s]", results, want, want)
 			}
 		})
 	}
