@@ -346,3 +346,87 @@ audit:
 		t.Errorf("the assertion does not verify with the published JWKS: %v", err)
 	}
 }
+
+// assertionCases are the catalogue rows of upstream_assertion: only
+// gatehouse vouches, whatever header spelling or protocol the client uses.
+func assertionCases() []attackCase {
+	// signedHere wants the upstream's one assertion header to be
+	// gatehouse's own (it verifies with the world's key), or none at all.
+	signedHere := func(want bool) func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
+		return func(t *testing.T, s *secWorld, up []proxytest.Request, _ string) {
+			if len(up) != 1 {
+				return
+			}
+			var vals []string
+			for k, v := range up[0].Header {
+				if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "x-gatehouse-assertion") {
+					vals = append(vals, v...)
+				}
+			}
+			switch {
+			case !want && len(vals) != 0:
+				t.Errorf("the upstream got an assertion on a request gatehouse did not vouch for: %q", vals)
+			case want && len(vals) != 1:
+				t.Errorf("the upstream got %d assertion values, want gatehouse's one", len(vals))
+			case want:
+				if _, err := jws.Verify([]byte(vals[0]), jws.WithKey(jwa.ES256, s.assertKey.Public())); err != nil {
+					t.Errorf("the upstream's assertion is not gatehouse's: %v", err)
+				}
+			}
+		}
+	}
+	forged := []string{"X-Gatehouse-Assertion: forged", "x-gatehouse-assertion: forged", "X_GATEHOUSE_ASSERTION: forged", "x-GaTeHoUsE_aSsErTiOn: forged"}
+	h2forged := func(path string, token bool, want bool) func(t *testing.T, s *secWorld, addr string) {
+		return func(t *testing.T, s *secWorld, addr string) {
+			before := len(s.up.Requests())
+			fields := h2Get(path, "x-gatehouse-assertion", "forged", "x_gatehouse_assertion", "forged")
+			if token {
+				fields = append(fields, "authorization", "Bearer "+s.user)
+			}
+			if r := h2Request(t, addr, fields...); r.status != 200 {
+				t.Fatalf("answered %v, want 200", r)
+			}
+			got := s.up.Requests()[before:]
+			if len(got) != 1 {
+				t.Fatalf("the upstream got %d requests, want 1", len(got))
+			}
+			signedHere(want)(t, s, got, "")
+		}
+	}
+	return []attackCase{
+		{id: "ASRT-01", category: "assertion", name: "forged assertion header in four spellings, valid token, auth: required",
+			header: forged, token: user, status: 200, reach: true, note: "every spelling stripped; the upstream gets gatehouse's one assertion",
+			check: signedHere(true)},
+		{id: "ASRT-02", category: "assertion", name: "forged assertion header in four spellings, auth: none", target: "/public/x",
+			header: forged, status: 200, reach: true, note: "stripped; no assertion (nothing was verified)", check: signedHere(false)},
+		{id: "ASRT-03", category: "assertion", name: "forged assertion header, auth: optional without a token", target: "/opt/x",
+			header: forged, status: 200, reach: true, note: "stripped; no assertion", check: signedHere(false)},
+		{id: "ASRT-04", category: "assertion", name: "forged assertion header with an invalid token", header: forged,
+			token: func(s *secWorld) string { return s.evil.Sign(s.claims(nil)) }, status: 401, code: "invalid_token"},
+		{id: "ASRT-05", category: "assertion", name: "HTTP/2: x-gatehouse-assertion and x_gatehouse_assertion in lower case, auth: none",
+			note: "stripped as over HTTP/1.1: the upstream gets no assertion", interact: h2forged("/public/x", false, false)},
+		{id: "ASRT-06", category: "assertion", name: "HTTP/2: forged lower-case assertion with a valid token",
+			note: "the upstream gets gatehouse's one assertion", interact: h2forged("/api/x", true, true)},
+		{id: "ASRT-07", category: "assertion", name: "admin /.well-known/jwks.json",
+			note: "public keys only (no private member), the current key's kid is the RFC 7638 thumbprint",
+			interact: func(t *testing.T, s *secWorld, _ string) {
+				res, err := http.Get(s.g.AdminURL + "/.well-known/jwks.json")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Body.Close()
+				var doc struct{ Keys []map[string]any }
+				if err := json.NewDecoder(res.Body).Decode(&doc); err != nil || len(doc.Keys) != 1 {
+					t.Fatalf("jwks %v keys, error %v", len(doc.Keys), err)
+				}
+				for _, private := range []string{"d", "p", "q", "dp", "dq", "qi"} {
+					if _, ok := doc.Keys[0][private]; ok {
+						t.Errorf("the JWKS publishes private member %q", private)
+					}
+				}
+				if doc.Keys[0]["kid"] != thumbprint(t, s.assertKey) {
+					t.Errorf("kid %v, want the thumbprint", doc.Keys[0]["kid"])
+				}
+			}},
+	}
+}
