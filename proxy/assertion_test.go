@@ -430,3 +430,47 @@ func assertionCases() []attackCase {
 			}},
 	}
 }
+
+// TestAssertionExampleConfig: config.example.yaml's commented-out
+// upstream_assertion block, uncommented (with a real key file), loads.
+func TestAssertionExampleConfig(t *testing.T) {
+	b, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, _ := writeAssertionKey(t, t.TempDir(), "ed25519")
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "# upstream_assertion:"):
+			in = true
+		case in && !strings.HasPrefix(line, "#   "):
+			in = false
+		}
+		if in {
+			line = strings.TrimPrefix(line, "# ")
+			if strings.HasPrefix(line, "  key_file:") {
+				line = "  key_file: " + keyFile
+			}
+		}
+		out = append(out, line)
+	}
+	text := strings.Join(out, "\n")
+	if !strings.Contains(text, "\nupstream_assertion:") {
+		t.Fatal("config.example.yaml has no commented-out upstream_assertion block")
+	}
+	path := filepath.Join(t.TempDir(), "example.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The example's paths are relative to the repository root.
+	t.Chdir("..")
+	cfg, err := proxy.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the uncommented example does not load: %v", err)
+	}
+	if cfg.Assertion == nil || cfg.Assertion.Issuer != "checkout" || cfg.Assertion.TTL != time.Minute {
+		t.Errorf("upstream_assertion decoded as %+v", cfg.Assertion)
+	}
+}
