@@ -72,12 +72,12 @@ func thumbprint(t testing.TB, k crypto.Signer) string {
 	var doc string
 	switch p := k.Public().(type) {
 	case *ecdsa.PublicKey:
-		b := func(x []byte) string {
-			out := make([]byte, 32)
-			copy(out[32-len(x):], x)
-			return base64.RawURLEncoding.EncodeToString(out)
+		raw, err := p.Bytes() // 0x04 || X || Y, each 32 bytes
+		if err != nil {
+			t.Fatal(err)
 		}
-		doc = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}`, b(p.X.Bytes()), b(p.Y.Bytes()))
+		enc := base64.RawURLEncoding.EncodeToString
+		doc = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}`, enc(raw[1:33]), enc(raw[33:]))
 	case ed25519.PublicKey:
 		doc = fmt.Sprintf(`{"crv":"Ed25519","kty":"OKP","x":"%s"}`, base64.RawURLEncoding.EncodeToString(p))
 	default:
