@@ -474,3 +474,12 @@ func TestAssertionExampleConfig(t *testing.T) {
 		t.Errorf("upstream_assertion decoded as %+v", cfg.Assertion)
 	}
 }
+
+func TestAssertionWithoutAdminWarns(t *testing.T) {
+	keyFile, _ := writeAssertionKey(t, t.TempDir(), "ec")
+	is := proxytest.NewIssuer(t, "ES256")
+	cfg := proxytest.Config(t, fmt.Sprintf("listen: \"127.0.0.1:0\"\nupstream: \"http://127.0.0.1:1\"\nissuers:\n%sroutes:\n  - location: /\nupstream_assertion:\n  issuer: a\n  key_file: %q\n", is.YAML("api"), keyFile))
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], ":10:3: warning: upstream_assertion is on but admin.listen is empty") {
+		t.Errorf("warnings %q", cfg.Warnings)
+	}
+}

@@ -254,6 +254,11 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 		return nil, err
 	}
 	c.Warnings = c.Policy.Warnings()
+	if c.Assertion != nil && c.AdminListen == "" {
+		// Signed, but nobody can fetch the keys to check it.
+		c.Warnings = append(c.Warnings, yamlpos.Errorf(d.Pos(m.Get("upstream_assertion")),
+			"warning: upstream_assertion is on but admin.listen is empty: its public keys (/.well-known/jwks.json) are served nowhere").Error())
+	}
 	return c, nil
 }
 
