@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -204,4 +205,45 @@ audit:
 func mustKey(t *testing.T, dir string) crypto.Signer {
 	_, k := writeAssertionKey(t, dir, "ec")
 	return k
+}
+
+// TestAssertionConfigTestFlag: `gatehouse -t` reports every upstream
+// assertion error of a file at its position, and exits 1.
+func TestAssertionConfigTestFlag(t *testing.T) {
+	dir := t.TempDir()
+	rsaFile, _ := writeAssertionKey(t, dir, "rsa")
+	is := proxytest.NewIssuer(t, "ES256")
+	bad := dir + "/bad.yaml"
+	os.WriteFile(bad, []byte(fmt.Sprintf(`listen: "127.0.0.1:0"
+upstream: "http://127.0.0.1:1"
+issuers:
+%sroutes:
+  - location: /
+upstream_assertion:
+  issuer: a
+  key_file: %q
+  previous_key_file: %q
+  ttl: 10m
+`, is.YAML("api"), rsaFile, dir+"/missing.pem")), 0o600)
+	cmd := exec.Command(proxytest.Binary(t), "-t", "-config", bad)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("-t exited %d (%v), want 1", code, err)
+	}
+	want := []string{
+		bad + ":11:13: upstream_assertion.key_file: " + rsaFile + ": an RSA key",
+		bad + ":12:22: upstream_assertion.previous_key_file: open " + dir + "/missing.pem",
+		bad + ":13:8: upstream_assertion.ttl must be at most 5m0s",
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("-t printed %d lines, want %d:\n%s", len(lines), len(want), stderr.String())
+	}
+	for i, l := range lines {
+		if !strings.HasPrefix(l, want[i]) {
+			t.Errorf("line %d = %q, want it to start %q", i, l, want[i])
+		}
+	}
 }
