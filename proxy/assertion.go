@@ -53,6 +53,7 @@ type AssertionConfig struct {
 	Claims []string
 
 	key, previous *assertionKey // read at load, so -t and reload see a bad file
+	at            *yaml.Node    // where a conflict with another section is reported
 }
 
 // assertionKey is one loaded private key with what the JWS header and the
@@ -73,9 +74,10 @@ func decodeAssertion(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
 		return
 	}
 	m := d.Map(n, "header", "issuer", "key_file", "previous_key_file", "ttl", "claims")
-	a := &AssertionConfig{Header: defaultAssertionHeader, TTL: defaultAssertionTTL}
+	a := &AssertionConfig{Header: defaultAssertionHeader, TTL: defaultAssertionTTL, at: n}
 	ok := true
 	if hn := m.Get("header"); d.String(hn, &a.Header) {
+		a.at = hn
 		switch {
 		case !validHeaderName(a.Header):
 			d.Errorf(hn, "upstream_assertion.header: invalid header name %q", a.Header)
@@ -145,15 +147,12 @@ func decodeAssertion(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
 // reads a token from or injects a claim into: the strip that protects the
 // assertion would remove the token before it is read, or two values would
 // fight over one header.
-func checkAssertionHeader(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
+func checkAssertionHeader(d *yamlpos.Decoder, c *Config) {
 	a := c.Assertion
 	if a == nil {
 		return
 	}
-	hn := d.Map(n).Get("header")
-	if hn == nil {
-		hn = n
-	}
+	hn := a.at
 	for _, s := range c.Token.Sources {
 		if s.Kind == SourceHeader && foldEqual(s.Name, foldName(a.Header)) {
 			d.Errorf(hn, "upstream_assertion.header: %q is also a token source (token.sources); choose another header", a.Header)

@@ -238,7 +238,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	checkRouteProtocols(d, cmp.Or(m.Get("routes"), m.Node), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
 	decodeAssertion(d, m.Get("upstream_assertion"), c)
-	checkAssertionHeader(d, m.Get("upstream_assertion"), c)
+	checkAssertionHeader(d, c)
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {
