@@ -357,7 +357,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome) {
 	if o.res != nil {
 		h.headers.inject(r.Header, o.res)
 		if h.assert != nil {
-			if err := h.assert.set(r.Header, o.res, rs.aud, o.id, h.now()); err != nil {
+			if err := h.assert.set(r.Header, o.res, rs.aud, o.id, o.start); err != nil {
 				// Forwarded without it: an app that relies on the assertion
 				// refuses the request, which is the safe side.
 				h.log.Error("upstream assertion not signed", "request_id", o.id, "error", err.Error())
