@@ -8,7 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// adminHandler serves /metrics, /healthz and /readyz (SPEC.md 7). A
+// adminHandler serves /metrics, /healthz, /readyz (SPEC.md 7) and the
+// upstream assertion keys at /.well-known/jwks.json (SPEC.md 11). A
 // ServeMux is fine here: nothing on this listener is authorised by path.
 func adminHandler(m *Metrics, current *atomic.Pointer[Handler]) http.Handler {
 	mux := http.NewServeMux()
@@ -31,6 +32,16 @@ func adminHandler(m *Metrics, current *atomic.Pointer[Handler]) http.Handler {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok"})
+	})
+	// Served only while upstream_assertion is on; a reload that turns it
+	// off answers 404 from then on.
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+		h := current.Load()
+		if h == nil || h.assert == nil {
+			http.NotFound(w, r)
+			return
+		}
+		h.assert.serveJWKS(w, r)
 	})
 	return mux
 }

@@ -116,7 +116,7 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 			byURL[protocolsKey(raw, proto)] = up
 			h.ups = append(h.ups, up)
 		}
-		h.routes = append(h.routes, routeState{route: rt, up: up, metrics: &routeMetrics{name: rt.Name, m: d.metrics}})
+		h.routes = append(h.routes, routeState{route: rt, up: up, metrics: &routeMetrics{name: rt.Name, m: d.metrics}, aud: assertionAudience(raw)})
 	}
 
 	// The cached results keep only the claims that headers and route rules
@@ -127,6 +127,13 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 	}
 	for _, rt := range cfg.Policy.Routes() {
 		keep = append(keep, rt.ClaimPaths()...)
+	}
+	if cfg.Assertion != nil {
+		keep = append(keep, cfg.Assertion.Claims...)
+		var err error
+		if h.assert, err = newAssertionSigner(cfg.Assertion, d.metrics); err != nil {
+			return nil, fmt.Errorf("upstream assertion: %w", err)
+		}
 	}
 	cacheSize := int(cfg.Token.CacheSize)
 	if cacheSize == 0 {

@@ -44,10 +44,11 @@ func (t *headerTable) inject(h http.Header, res *jwks.Result) {
 	if len(t.rules) == 0 {
 		return
 	}
-	r, _ := res.Memo.Load().(*rendered)
+	m := memoOf(res)
+	r := m.headers.Load()
 	if r == nil || r.table != t {
 		r = t.render(res)
-		res.Memo.Store(r)
+		m.headers.Store(r)
 	}
 	for i := range r.values {
 		if r.set[i] {

@@ -56,6 +56,9 @@ type Config struct {
 	CORS   CORSConfig
 	Audit  audit.Config
 
+	// Assertion is `upstream_assertion` (SPEC.md 11); nil: off.
+	Assertion *AssertionConfig
+
 	// Warnings are what `-t` prints to stderr (exit 0) and a start or
 	// reload logs, each "FILE:LINE:COL: warning: message" (SPEC.md 15).
 	Warnings []string
@@ -167,6 +170,7 @@ var topLevelKeys = []string{
 	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
 	"paths", "routes", "default", "audit", "log", "cors", "listen_protocols", "upstream_protocol",
+	"upstream_assertion",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -253,6 +257,8 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	decodeCORS(d, m.Get("cors"), c)
 	checkRouteProtocols(d, cmp.Or(m.Get("routes"), m.Node), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
+	decodeAssertion(d, m.Get("upstream_assertion"), c)
+	checkAssertionHeader(d, c)
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {
@@ -268,6 +274,11 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 		return nil, err
 	}
 	c.Warnings = c.Policy.Warnings()
+	if c.Assertion != nil && c.AdminListen == "" {
+		// Signed, but nobody can fetch the keys to check it.
+		c.Warnings = append(c.Warnings, yamlpos.Errorf(d.Pos(m.Get("upstream_assertion")),
+			"warning: upstream_assertion is on but admin.listen is empty: its public keys (/.well-known/jwks.json) are served nowhere").Error())
+	}
 	return c, nil
 }
 

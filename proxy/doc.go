@@ -33,6 +33,9 @@
 //   - Decision mode: proxy/decision.go, and the gRPC ext_authz adapter in
 //     proxy/extauthz.go: thin adapters that put their protocol's question to
 //     the same authorize step and turn the outcome back. Built with New.
+//   - Upstream assertion (SPEC.md 11): proxy/assertion.go signs, per
+//     verified token and upstream, in the token's Result.Memo; the JWKS of
+//     its keys is served by admin.go.
 //   - Egress (calls between services): proxy/egress.go for the listener;
 //     the OAuth client side (client credentials, token exchange) in
 //     proxy/idp or internal/oauth, with its caches in a refpool.

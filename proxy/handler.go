@@ -39,7 +39,8 @@ type Handler struct {
 	ups     []*upstream  // distinct upstreams, for closing idle connections
 	metrics *Metrics
 	badPath *routeMetrics
-	cors    *corsPolicy // nil: preflights are ordinary requests
+	cors    *corsPolicy      // nil: preflights are ordinary requests
+	assert  *assertionSigner // nil: upstream_assertion is off
 	// throttle is the limits.failed_auth table, shared through parts with
 	// the handlers of other reloads of the same section; nil: off.
 	throttle    *ratelimit.Table
@@ -61,6 +62,7 @@ type routeState struct {
 	route   *policy.Route
 	up      *upstream
 	metrics *routeMetrics
+	aud     string // the upstream assertion's aud for this route's upstream
 }
 
 // outcome is what gatehouse decided for one request, and what it needs to
@@ -364,8 +366,16 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome) {
 		keep = o.tokenSrc
 	}
 	removeTokens(r, h.cfg.Token.Sources, keep)
+	rs := &h.routes[o.route.Index]
 	if o.res != nil {
 		h.headers.inject(r.Header, o.res)
+		if h.assert != nil {
+			if err := h.assert.set(r.Header, o.res, rs.aud, o.id, o.start); err != nil {
+				// Forwarded without it: an app that relies on the assertion
+				// refuses the request, which is the safe side.
+				h.log.Error("upstream assertion not signed", "request_id", o.id, "error", err.Error())
+			}
+		}
 	}
 	setPath(r.URL, o.path)
 	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.Body != nil && r.Body != http.NoBody {
@@ -380,7 +390,6 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, o *outcome) {
 	}
 	r, cancel := withGRPCDeadline(r)
 	defer cancel()
-	rs := &h.routes[o.route.Index]
 	sw := statusWriter{ResponseWriter: w}
 	o.sw = &sw
 	watchClientBody(r)

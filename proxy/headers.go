@@ -93,6 +93,11 @@ func newStripper(c *Config) *stripper {
 	for _, h := range alwaysStripped {
 		s.names = append(s.names, foldName(h))
 	}
+	if c.Assertion != nil {
+		// Only gatehouse vouches: a client's assertion goes on every route,
+		// auth: none included, before anything else reads the request.
+		s.names = append(s.names, foldName(c.Assertion.Header))
+	}
 	return s
 }
 

@@ -22,6 +22,7 @@ type Metrics struct {
 	reloads          *prometheus.CounterVec
 	panics           prometheus.Counter
 	shadow           *prometheus.CounterVec
+	assertionsSigned prometheus.Counter
 
 	jwks  *jwks.Metrics
 	audit *audit.Metrics
@@ -60,13 +61,17 @@ func NewMetrics(version string) *Metrics {
 		Name: "gatehouse_panics_total",
 		Help: "Panics recovered on the request path (each answered 500 internal_error and logged with its stack).",
 	})
+	m.assertionsSigned = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_assertions_signed_total",
+		Help: "Upstream assertions signed (SPEC.md 11); a token seen again within its window reuses its assertion.",
+	})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gatehouse_build_info",
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.shadow = newShadowMetric()
-	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, build)
+	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, m.assertionsSigned, build)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	m.jwks = jwks.NewMetrics(reg)

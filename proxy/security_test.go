@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -59,6 +60,8 @@ type secWorld struct {
 	// wireBefore marks the upstream's raw bytes when the current row began.
 	wireBefore int
 	user       string // a valid token with roles [user]
+
+	assertKey crypto.Signer // upstream_assertion's key (assertion_test.go rows)
 }
 
 func newSecWorld(t *testing.T) *secWorld {
@@ -81,6 +84,8 @@ func newSecWorld(t *testing.T) *secWorld {
 	t.Cleanup(srvA.Close)
 	srvB := jwkstest.NewServer(s.b)
 	t.Cleanup(srvB.Close)
+	var assertFile string
+	assertFile, s.assertKey = writeAssertionKey(t, t.TempDir(), "ec")
 	cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
 upstream: %q
 admin:
@@ -129,7 +134,10 @@ routes:
     roles: { any: [admin] }
 audit:
   sink: none
-`, s.up.URL, issuer, srvA.URL, issuerB, srvB.URL, issuerC, srvA.URL, s.tunnel.URL)
+upstream_assertion:
+  issuer: sec
+  key_file: %q
+`, s.up.URL, issuer, srvA.URL, issuerB, srvB.URL, issuerC, srvA.URL, s.tunnel.URL, assertFile)
 	s.g = startGatehouse(t, cfg)
 	s.user = s.rsa.Sign(s.claims(nil))
 	return s
@@ -413,7 +421,7 @@ func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []proxytest.Req
 // catalogue is every row, in the order SECURITY.md lists them.
 func catalogue() []attackCase {
 	var all []attackCase
-	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases(), floodCases()} {
+	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases(), floodCases(), assertionCases()} {
 		all = append(all, part...)
 	}
 	return all
@@ -1155,7 +1163,7 @@ const (
 var categoryTitles = []struct{ key, title string }{
 	{"jwt", "JWT attacks"}, {"path", "Path tricks"}, {"header", "Header smuggling"},
 	{"smuggling", "Request smuggling"}, {"body", "Bodies on denied requests"}, {"slowloris", "Slow clients"},
-	{"http2", "HTTP/2 and gRPC"}, {"flood", "Failed-auth floods"},
+	{"http2", "HTTP/2 and gRPC"}, {"flood", "Failed-auth floods"}, {"assertion", "Upstream assertion (SPEC.md 11)"},
 }
 
 // renderCatalogue is the markdown list SECURITY.md carries between the markers.

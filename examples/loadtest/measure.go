@@ -3,9 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"crypto/x509"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +73,9 @@ headers:
   X-Auth-Email: email
 `, e.upstream, issuer, audience, e.jwks.URL, e.o.pool)
 	b.WriteString(routes)
+	if c.assertion {
+		fmt.Fprintf(&b, "upstream_assertion:\n  issuer: loadtest\n  key_file: %q\n  claims: [roles]\n", assertionKey(dir))
+	}
 	switch c.sink {
 	case "rabbitmq":
 		fmt.Fprintf(&b, `audit:
@@ -501,4 +508,21 @@ func fmtDur(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.1fµs", float64(d)/float64(time.Microsecond))
 	}
+}
+
+// assertionKey writes a new Ed25519 key for upstream_assertion into dir.
+func assertionKey(dir string) string {
+	_, k, err := ed25519.GenerateKey(crand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		panic(err)
+	}
+	file := filepath.Join(dir, "assertion-key.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		panic(err)
+	}
+	return file
 }
