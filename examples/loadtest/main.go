@@ -211,6 +211,7 @@ type config struct {
 	alg      string
 	tokens   tokenMode
 	sink     string // audit sink: file or rabbitmq
+	durable  bool   // rabbitmq with audit.durable (a spool_dir in the run's directory)
 	status   int    // what gatehouse answers (the baseline always 200)
 	note     string
 	targeted bool
@@ -233,6 +234,7 @@ var allConfigs = []config{
 	{name: "cold-es256", alg: "ES256", tokens: tokensUnique, sink: "file", status: 200, targeted: true, note: "every request a new ES256 token"},
 	{name: "badsig-rs256", alg: "RS256", tokens: tokensBadSig, sink: "file", status: 401, targeted: true, note: "every request a new RS256 token with a bad signature"},
 	{name: "one-rs256-rabbitmq", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", status: 200, note: "one-rs256 with the RabbitMQ audit sink (not targeted: the broker shares the cores)"},
+	{name: "one-rs256-rabbitmq-durable", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", durable: true, status: 200, note: "one-rs256-rabbitmq with audit.durable: every event through the spool file (fsync_interval 50ms)"},
 }
 
 func configNames() []string {
