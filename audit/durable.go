@@ -19,14 +19,15 @@ import (
 //
 // Emit is unchanged: it still only puts a pointer into the bounded queue.
 // What a kill -9 loses is what the worker had not yet taken from the queue:
-// it appends each batch as soon as it reads it and blocks only in an fsync
-// (group commit, at most every fsync_interval) or in a publish the socket
-// cannot take, so under load that is the events of about one fsync.
+// it appends each batch as soon as it reads it. The fsync runs in its own
+// goroutine (syncer), one at a time, so the worker never waits for the
+// disk; it blocks only in a publish the socket cannot take.
 //
 // Hooks in rabbitmq.go: newRabbit calls initDurable; take does not publish
 // directly and acceptQueue/pump read the queue only to spool while
-// durableSpool holds; run calls commit each turn and nextWake asks
-// commitWake when the next group commit is due.
+// durableSpool holds; run calls commit each turn, hands what arrives on
+// durable.done to synced, and nextWake asks commitWake when the next group
+// commit is due.
 //
 // When the spool cannot be used (a write failed, or a reload's old emitter
 // still holds spool_dir), the worker falls back to the ordinary mode and
@@ -36,13 +37,64 @@ import (
 type durableState struct {
 	on       bool
 	interval time.Duration // fsync at most this often
-	lastSync time.Time     // of the last group commit, on the emitter's clock
+	lastSync time.Time     // start of the last group commit, on the emitter's clock
 	syncSeg  *segment      // write segment as of the last group commit
 	syncSize int64         // its size then
 	dirSeg   *segment      // the last segment whose directory entry was fsynced
 	syncs    int           // group commits done
+	syncing  bool          // one is with the syncer
+
+	req  chan syncJob // to the syncer
+	done chan error   // its answer; nil without durable mode (never ready)
 }
 
+// syncJob is one group commit: the write segment's file and, for a new
+// segment, the directory that names it.
+type syncJob struct {
+	f   *os.File
+	dir string // "" when the directory entry was synced already
+}
+
+func (j syncJob) run() error {
+	if err := j.f.Sync(); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			// The worker closed the segment meanwhile: a rotation fsynced
+			// it, or every record in it was confirmed and it is gone.
+			return nil
+		}
+		return fmt.Errorf("fsync audit spool: %w", err)
+	}
+	if j.dir == "" {
+		return nil
+	}
+	d, err := os.Open(j.dir)
+	if err != nil {
+		return fmt.Errorf("fsync audit spool directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync audit spool directory: %w", err)
+	}
+	return nil
+}
+
+// syncer runs group commits for the worker until the worker ends (r.ctx).
+// Sync and Close of one *os.File are safe together: the close waits for
+// the fsync (the runtime counts the file's users).
+func (r *rabbit) syncer() {
+	defer r.wg.Done()
+	for {
+		select {
+		case j := <-r.durable.req:
+			r.durable.done <- j.run()
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// initDurable sets durable mode up and starts its syncer; newRabbit calls
+// it once r.ctx exists.
 func initDurable(r *rabbit) error {
 	cfg := r.e.cfg
 	if !cfg.Durable {
@@ -51,9 +103,13 @@ func initDurable(r *rabbit) error {
 	if r.spool == nil {
 		return errors.New("audit: durable needs spool_dir")
 	}
-	r.durable = durableState{on: true, interval: cfg.FsyncInterval}
+	r.durable = durableState{on: true, interval: cfg.FsyncInterval, req: make(chan syncJob, 1), done: make(chan error, 1)}
 	if r.durable.interval <= 0 {
 		r.durable.interval = DefaultFsyncInterval
+	}
+	if r.ctx != nil {
+		r.wg.Add(1)
+		go r.syncer()
 	}
 	return nil
 }
@@ -73,58 +129,49 @@ func (r *rabbit) dirty() bool {
 	return s.wseg != r.durable.syncSeg || s.wseg.size != r.durable.syncSize
 }
 
-// commit fsyncs the spool's write segment when it holds unsynced records
-// and the last group commit is at least fsync_interval old (on the
-// emitter's clock). The first record after a quiet spell is synced at once.
+// commit starts a group commit when the spool's write segment holds
+// unsynced records, no fsync is running, and the last one started at least
+// fsync_interval ago (on the emitter's clock). The first record after a
+// quiet spell is synced at once.
 func (r *rabbit) commit(now time.Time) {
 	d := &r.durable
-	if !d.on || r.spoolBroken || r.spool == nil || !r.spool.locked || !r.dirty() {
+	if !d.on || d.syncing || r.spoolBroken || r.spool == nil || !r.spool.locked || !r.dirty() {
 		return
 	}
 	if !d.lastSync.IsZero() && now.Sub(d.lastSync) < d.interval {
 		return
 	}
-	if err := r.spool.sync(d); err != nil {
+	s := r.spool
+	j := syncJob{f: s.w}
+	if d.dirSeg != s.wseg {
+		j.dir, d.dirSeg = s.dir, s.wseg
+	}
+	d.syncSeg, d.syncSize = s.wseg, s.wseg.size
+	d.lastSync, d.syncing = now, true
+	d.req <- j // room: one job at a time
+}
+
+// synced takes the syncer's answer. A failed fsync may have lost written
+// records (Linux forgets the dirty pages): the spool is not trusted again.
+func (r *rabbit) synced(err error) {
+	r.durable.syncing = false
+	if err != nil {
 		r.spoolBroken = true
-		r.log.Error("audit spool fsync failed, durable mode off until restart", "err", err)
+		r.log.Error("audit spool fsync failed, spooling stopped", "err", err)
 		return
 	}
-	d.lastSync = now
-	d.syncs++
+	r.durable.syncs++
 }
 
 // commitWake brings at forward to the next group commit when one is due.
 func (r *rabbit) commitWake(at time.Time) time.Time {
 	d := &r.durable
-	if !d.on || r.spoolBroken || !r.dirty() {
-		return at
+	if !d.on || d.syncing || r.spoolBroken || !r.dirty() {
+		return at // a running fsync wakes the worker when it ends
 	}
 	next := d.lastSync.Add(d.interval)
 	if at.IsZero() || next.Before(at) {
 		return next
 	}
 	return at
-}
-
-// sync fsyncs the write segment and, the first time for a segment, the
-// directory: a new file's name is data too, and without it a power cut
-// could leave the synced records in a file nobody can find.
-func (s *spool) sync(d *durableState) error {
-	if err := s.w.Sync(); err != nil {
-		return fmt.Errorf("fsync audit spool: %w", err)
-	}
-	if d.dirSeg != s.wseg {
-		dir, err := os.Open(s.dir)
-		if err != nil {
-			return fmt.Errorf("fsync audit spool directory: %w", err)
-		}
-		err = dir.Sync()
-		dir.Close()
-		if err != nil {
-			return fmt.Errorf("fsync audit spool directory: %w", err)
-		}
-		d.dirSeg = s.wseg
-	}
-	d.syncSeg, d.syncSize = s.wseg, s.wseg.size
-	return nil
 }

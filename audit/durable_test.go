@@ -70,13 +70,19 @@ func TestDurableSpoolsBeforePublish(t *testing.T) {
 		t.Errorf("spooled = %v, published = %v; want 1, 0", got, pub)
 	}
 
-	// With room in the window the event still goes through the spool, and
-	// pump does not read the queue itself.
-	r.inflight = nil
+	// With room in the window and nothing unread in the spool (rq-1 is
+	// in flight), the ordinary mode would publish the event directly; the
+	// durable one still writes it to the spool first, and pump does not
+	// read the queue itself.
+	m, seg, ok := r.spool.next()
+	if !ok || m.id == "" {
+		t.Fatal("rq-1 not readable from the spool")
+	}
+	r.inflight = []pending{{m: m, seg: seg, tag: 1}}
 	r.e.q <- &Event{RequestID: "rq-2", Decision: "deny", Reason: "no_token"}
 	r.take(recv(<-r.e.q), *now)
-	if len(r.inflight) != 0 {
-		t.Fatalf("take published %d events directly", len(r.inflight))
+	if len(r.inflight) != 1 || len(r.retry) != 0 {
+		t.Fatalf("take published directly (inflight %d, retry %d), want the spool", len(r.inflight), len(r.retry))
 	}
 	if got := spooledIDs(t, r.e.cfg.SpoolDir); fmt.Sprint(got) != "[rq-1 rq-2]" {
 		t.Fatalf("spool files hold %q, want [rq-1 rq-2]", got)
@@ -115,6 +121,11 @@ func TestDurableFsyncCadence(t *testing.T) {
 			r.take(Event{RequestID: fmt.Sprintf("e-%v-%d", at, i), Decision: "allow", Reason: "ok"}, *now)
 		}
 		r.commit(*now)
+		select { // the syncer's part, done here so the test owns every step
+		case j := <-r.durable.req:
+			r.synced(j.run())
+		default:
+		}
 	}
 	tests := []struct {
 		at     time.Duration
@@ -145,6 +156,33 @@ func TestDurableFsyncCadence(t *testing.T) {
 	}
 	if got := len(spooledIDs(t, r.e.cfg.SpoolDir)); got != 8 {
 		t.Errorf("spool holds %d records, want 8", got)
+	}
+
+	// One fsync at a time: while one runs, no second starts, and the
+	// worker waits for its answer rather than a timer.
+	*now = t0.Add(time.Second)
+	r.take(Event{RequestID: "late-1", Decision: "allow", Reason: "ok"}, *now)
+	r.commit(*now)
+	if !r.durable.syncing {
+		t.Fatal("no fsync started for a record after a quiet spell")
+	}
+	*now = now.Add(time.Second)
+	r.take(Event{RequestID: "late-2", Decision: "allow", Reason: "ok"}, *now)
+	r.commit(*now)
+	if len(r.durable.req) != 1 {
+		t.Errorf("%d fsyncs queued, want the one running", len(r.durable.req))
+	}
+	if wake, ok := r.nextWake(*now); ok {
+		t.Errorf("nextWake = %v while an fsync runs, want none (its answer wakes the worker)", wake)
+	}
+	r.synced((<-r.durable.req).run())
+	if !r.dirty() {
+		t.Error("late-2 came after the fsync started, but the spool is not dirty")
+	}
+	r.commit(*now)
+	r.synced((<-r.durable.req).run())
+	if r.dirty() || r.durable.syncs != 6 {
+		t.Errorf("dirty %v, %d fsyncs; want false, 6", r.dirty(), r.durable.syncs)
 	}
 }
 

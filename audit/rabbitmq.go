@@ -155,10 +155,11 @@ func newRabbit(e *Emitter) (*rabbit, error) {
 			r.log.Info("audit spool from a previous run will be replayed", "bytes", s.bytes())
 		}
 	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if err := initDurable(r); err != nil {
+		r.cancel()
 		return nil, err
 	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
 
@@ -229,6 +230,8 @@ func (r *rabbit) run() {
 			r.lost(err)
 		case res := <-r.dialRes:
 			r.connected(res)
+		case err := <-r.durable.done:
+			r.synced(err)
 		case <-timer.C:
 		case <-tick.C:
 			drops.report(e)
