@@ -229,6 +229,7 @@ func durableKill9(t *testing.T, brokerURL string, durable, underLoad bool) {
 	tl.failIfBad(t)
 
 	fwd.resume()
+	restarted := time.Now()
 	g2 := startProcess(t, cfg, env)
 	var want []string
 	tl.mu.Lock()
@@ -247,7 +248,8 @@ func durableKill9(t *testing.T, brokerURL string, durable, underLoad bool) {
 		}
 		return m
 	}
-	arrived := waitFor(60*time.Second, func() bool { return lost() == 0 })
+	arrived := waitFor(120*time.Second, func() bool { return lost() == 0 })
+	replay := time.Since(restarted).Round(100 * time.Millisecond)
 	if !arrived {
 		// Wait for the replay to finish before counting what is missing.
 		waitFor(60*time.Second, func() bool { return spoolEmpty(spool) })
@@ -264,8 +266,8 @@ func durableKill9(t *testing.T, brokerURL string, durable, underLoad bool) {
 	for _, id := range want {
 		dups += max(aq.count(id)-1, 0)
 	}
-	t.Logf("FIGURE durable=%v kill -9 (%s): %d requests answered before the kill, %v events counted spooled at the last scrape, %d lost, %d duplicates",
-		durable, map[bool]string{true: "under load", false: "settled"}[underLoad], answered, spooledBefore, missing, dups)
+	t.Logf("FIGURE durable=%v kill -9 (%s): %d requests answered before the kill, %v events counted spooled at the last scrape, %d lost, %d duplicates (restart to last arrival or give-up: %v)",
+		durable, map[bool]string{true: "under load", false: "settled"}[underLoad], answered, spooledBefore, missing, dups, replay)
 	g2.Stop()
 	if code := g2.ExitCode(); code != 0 {
 		t.Errorf("exit code %d", code)
