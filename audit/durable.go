@@ -15,7 +15,7 @@ import (
 // once the broker confirmed it. So an event is in the spool file (the page
 // cache: a kill -9 cannot lose it) from the worker's first look at it, and
 // on disk after the next group commit (fsync at most every fsync_interval:
-// a power cut loses at most that window).
+// a power cut loses at most that window plus the running fsync).
 //
 // Emit is unchanged: it still only puts a pointer into the bounded queue.
 // What a kill -9 loses is what the worker had not yet taken from the queue:
