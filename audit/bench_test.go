@@ -101,15 +101,16 @@ func BenchmarkEmitParallel(b *testing.B) {
 // queue then spool (when set) fill, then Emit drops and counts.
 func BenchmarkEmitBrokerCut(b *testing.B) {
 	for _, tt := range []struct {
-		name  string
-		spool bool
-	}{{"nospool", false}, {"spool", true}} {
+		name           string
+		spool, durable bool
+	}{{"nospool", false, false}, {"spool", true, false}, {"durable", true, true}} {
 		b.Run(tt.name, func(b *testing.B) {
 			cfg := rabbitConfig(closedPortURL(b), "gh-bench-unused")
 			cfg.QueueSize = DefaultQueueSize
 			if tt.spool {
 				cfg.SpoolDir = b.TempDir()
 				cfg.SpoolMaxBytes = 64 << 20
+				cfg.Durable = tt.durable
 			}
 			e, err := New(cfg, Options{})
 			if err != nil {
@@ -178,18 +179,24 @@ func BenchmarkEncodeJSON(b *testing.B) {
 // BenchmarkPublishConfirmed is the sustained rate of events confirmed by
 // the local broker into a bound durable queue (persistent messages), as
 // events/s: with the queue idle (messages pile up on disk) and with a
-// consumer draining it, as a SIEM would.
+// consumer draining it, as a SIEM would; "durable" rows go through the
+// spool (audit.durable, fsync_interval 50ms).
 func BenchmarkPublishConfirmed(b *testing.B) {
-	for _, consumer := range []bool{false, true} {
-		name := "idle-queue"
-		if consumer {
-			name = "consumed-queue"
+	for _, durable := range []bool{false, true} {
+		for _, consumer := range []bool{false, true} {
+			name := "idle-queue"
+			if consumer {
+				name = "consumed-queue"
+			}
+			if durable {
+				name += "-durable"
+			}
+			b.Run(name, func(b *testing.B) { benchPublish(b, consumer, durable) })
 		}
-		b.Run(name, func(b *testing.B) { benchPublish(b, consumer) })
 	}
 }
 
-func benchPublish(b *testing.B, consume bool) {
+func benchPublish(b *testing.B, consume, durable bool) {
 	url := audittest.BrokerURL(b)
 	exchange, queue := uniqueName("gh-bench-x-"), uniqueName("gh-bench-q-")
 	conn, err := amqp.Dial(url)
@@ -225,6 +232,9 @@ func benchPublish(b *testing.B, consume bool) {
 	}
 	cfg := rabbitConfig(url, exchange)
 	cfg.QueueSize = max(b.N+1, 100)
+	if durable {
+		cfg.SpoolDir, cfg.Durable = b.TempDir(), true
+	}
 	e, err := New(cfg, Options{})
 	if err != nil {
 		b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 )
@@ -163,6 +164,34 @@ func TestDecodeConfig(t *testing.T) {
 			src:  "audit:\n  spool_dir: " + dir + "/new/spool\n",
 			want: Config{Sink: "stdout", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolDir: dir + "/new/spool",
 				SpoolMaxBytes: 1 << 30, RabbitMQ: DefaultConfig().RabbitMQ},
+		},
+		{
+			name: "durable",
+			src:  "audit:\n  sink: rabbitmq\n  spool_dir: " + dir + "/d\n  durable: true\n  fsync_interval: 5ms\n  rabbitmq:\n    url_env: AUDIT_TEST_URL\n",
+			want: Config{Sink: "rabbitmq", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolDir: dir + "/d",
+				SpoolMaxBytes: 1 << 30, Durable: true, FsyncInterval: 5 * time.Millisecond,
+				RabbitMQ: RabbitMQConfig{URL: "amqp://u:envs3cret@127.0.0.1:5672/", URLEnv: "AUDIT_TEST_URL", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}"}},
+		},
+		{
+			name: "durable without spool_dir",
+			src:  "audit:\n  sink: rabbitmq\n  durable: true\n  rabbitmq:\n    url_env: AUDIT_TEST_URL\n",
+			errs: []string{"gatehouse.yaml:3:12: durable: true needs spool_dir"},
+		},
+		{
+			name: "durable with sink file",
+			src:  "audit:\n  sink: file\n  file: " + dir + "/a.jsonl\n  spool_dir: " + dir + "/d\n  durable: true\n",
+			errs: []string{"gatehouse.yaml:5:12: durable: true needs sink rabbitmq (sink is file)"},
+		},
+		{
+			name: "bad durable keys",
+			src:  "audit:\n  durable: yes please\n  fsync_interval: 0s\n",
+			errs: []string{`gatehouse.yaml:2:12: expected true or false, got "yes please"`,
+				"gatehouse.yaml:3:19: fsync_interval must be more than 0 and at most 1m0s"},
+		},
+		{
+			name: "fsync_interval too long",
+			src:  "audit:\n  fsync_interval: 2m\n",
+			errs: []string{"gatehouse.yaml:2:19: fsync_interval must be more than 0 and at most 1m0s"},
 		},
 		{
 			name: "spool_dir under a file",

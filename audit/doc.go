@@ -30,7 +30,12 @@
 //   - published: written (stdout, file) or confirmed by the broker (ack, and
 //     not returned)
 //   - spooled: written to the spool; counted published again once the broker
-//     confirms it after replay
+//     confirms it after replay. With audit.durable every event is counted
+//     spooled when the worker has written its record to the spool file
+//     (write(2): from then on a kill -9 cannot lose it; a power cut can until
+//     the next fsync, at most fsync_interval later). That is what "queued"
+//     means in durable mode: spooled - published is the backlog on disk, and
+//     an event neither spooled nor dropped is still in the in-memory queue
 //   - dropped: lost: full queue and no spool room, Emit after Close, left
 //     in memory when Close ran out of time (or parked, see below) without a
 //     spool, or returned by the broker while 512 returned events are parked
@@ -69,6 +74,20 @@
 // during a reload the new emitter waits for the old one's Close before it
 // uses the spool, and publishes directly meanwhile. stdout and file sinks do
 // not use the spool.
+//
+// # Durable mode (durable.go)
+//
+// With audit.durable (sink rabbitmq, spool_dir required) the worker
+// appends every event it takes from the queue to the spool, at once, and
+// publishes only what it reads back from the spool; a record is released
+// once confirmed, as in a replay. Group commit: the spool is fsynced at most
+// every fsync_interval (default 50 ms; the first record after a quiet spell
+// at once), on the emitter's clock. Emit does not change: a kill -9 loses
+// only the events still in the in-memory queue, which the worker empties
+// batch by batch as they come; a power cut also loses the records written
+// since the last fsync. While the spool is unusable (a write or fsync
+// failed; a reload's old emitter still holds spool_dir) the worker works as
+// without durable mode, which the log says.
 //
 // # Where new things go
 //

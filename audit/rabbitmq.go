@@ -93,6 +93,8 @@ type rabbit struct {
 	lastSpool   time.Time
 	encBuf      []byte
 	batch       []message
+
+	durable durableState // audit.durable: see durable.go
 }
 
 type pending struct {
@@ -154,6 +156,10 @@ func newRabbit(e *Emitter) (*rabbit, error) {
 		}
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if err := initDurable(r); err != nil {
+		r.cancel()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -174,6 +180,7 @@ func (r *rabbit) run() {
 			r.startDial()
 		}
 		r.pump(now)
+		r.commit(now)
 		if stopCtx != nil && r.finished() {
 			r.shutdown()
 			drops.report(e)
@@ -223,6 +230,8 @@ func (r *rabbit) run() {
 			r.lost(err)
 		case res := <-r.dialRes:
 			r.connected(res)
+		case err := <-r.durable.done:
+			r.synced(err)
 		case <-timer.C:
 		case <-tick.C:
 			drops.report(e)
@@ -287,6 +296,8 @@ func (r *rabbit) pump(now time.Time) {
 				return
 			}
 			p = pending{m: m, seg: seg}
+		case r.durableSpool():
+			return // the queue goes to the spool first (take)
 		default:
 			select {
 			case qp := <-r.e.q:
@@ -385,6 +396,9 @@ func (r *rabbit) publish(p pending) {
 // them (or the queue is filling up), so that the queue drops only when the
 // spool is full too.
 func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
+	if r.durableSpool() {
+		return !r.spool.full(1024) && !r.spoolRefusing()
+	}
 	if r.canPublish() {
 		return true
 	}
@@ -409,7 +423,7 @@ func (r *rabbit) spoolRefusing() bool {
 // nothing older waits, else spooled with whatever else is queued.
 func (r *rabbit) take(ev Event, now time.Time) {
 	spoolOK := r.spoolOK()
-	if r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) {
+	if r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) && !r.durableSpool() {
 		r.send(pending{m: r.encode(&ev)}, now)
 		return
 	}
@@ -608,6 +622,7 @@ func (r *rabbit) nextWake(now time.Time) (time.Duration, bool) {
 			at = poll
 		}
 	}
+	at = r.commitWake(at)
 	if at.IsZero() {
 		return 0, false
 	}

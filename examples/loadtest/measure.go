@@ -85,6 +85,9 @@ headers:
     url_env: GATEHOUSE_AMQP_URL
     exchange: %s
 `, rabbitExchange)
+		if c.durable {
+			fmt.Fprintf(&b, "  spool_dir: %q\n  durable: true\n", filepath.Join(dir, "spool"))
+		}
 	default:
 		fmt.Fprintf(&b, `audit:
   sink: file
