@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"gopkg.in/yaml.v3"
@@ -31,6 +32,16 @@ const (
 	DefaultExchange      = "gatehouse.audit"
 	DefaultRoutingKey    = "auth.{decision}"
 	DefaultURLEnv        = "GATEHOUSE_AMQP_URL"
+	// DefaultHeartbeat is the AMQP heartbeat gatehouse proposes; the
+	// connection is dead after about three silent heartbeats (amqp091).
+	DefaultHeartbeat = 10 * time.Second
+	// DefaultConfirmTimeout bounds how long a publish may wait for its
+	// confirm before the link is taken for dead.
+	DefaultConfirmTimeout = 5 * time.Second
+	// MaxBatchEvents bounds batch.max_events: with fields capped at 2 KiB
+	// an event is at most a few tens of KiB, and a batch must fit one
+	// spool record.
+	MaxBatchEvents = 1000
 )
 
 // Config is the `audit` section with defaults applied. The zero value is not
@@ -54,6 +65,22 @@ type RabbitMQConfig struct {
 	URLFile    string // as configured
 	Exchange   string // durable topic exchange; default gatehouse.audit
 	RoutingKey string // template with {decision} and {reason}; default auth.{decision}
+	// Batch, when MaxEvents > 0, publishes up to MaxEvents events of one
+	// routing key as one message (SPEC.md 12). Absent: one message per event.
+	Batch Batch
+	// Heartbeat is the AMQP heartbeat proposed to the broker; default 10s,
+	// 0 turns heartbeats off.
+	Heartbeat time.Duration
+	// ConfirmTimeout: a publish not confirmed within it means the link is
+	// dead (a silent network): the connection is closed and its
+	// unconfirmed messages are re-sent or spooled. Default 5s; at least 100ms.
+	ConfirmTimeout time.Duration
+}
+
+// Batch is `audit.rabbitmq.batch`.
+type Batch struct {
+	MaxEvents int           // events per message, 1..1000; 0 = batching off
+	MaxDelay  time.Duration // an event waits at most this long for its batch to fill; default 50ms
 }
 
 // DefaultConfig is the section with every default and nothing else.
@@ -64,9 +91,11 @@ func DefaultConfig() Config {
 		QueueSize:     DefaultQueueSize,
 		SpoolMaxBytes: DefaultSpoolMaxBytes,
 		RabbitMQ: RabbitMQConfig{
-			URLEnv:     DefaultURLEnv,
-			Exchange:   DefaultExchange,
-			RoutingKey: DefaultRoutingKey,
+			URLEnv:         DefaultURLEnv,
+			Exchange:       DefaultExchange,
+			RoutingKey:     DefaultRoutingKey,
+			Heartbeat:      DefaultHeartbeat,
+			ConfirmTimeout: DefaultConfirmTimeout,
 		},
 	}
 }
@@ -77,7 +106,11 @@ func DefaultConfig() Config {
 func (c Config) Equal(o Config) bool {
 	return c.Sink == o.Sink && slices.Equal(c.Events, o.Events) && c.File == o.File &&
 		c.QueueSize == o.QueueSize && c.SpoolDir == o.SpoolDir && c.SpoolMaxBytes == o.SpoolMaxBytes &&
-		c.RabbitMQ == o.RabbitMQ
+		c.RabbitMQ.equal(o.RabbitMQ)
+}
+
+func (r RabbitMQConfig) equal(o RabbitMQConfig) bool {
+	return r == o
 }
 
 var (
@@ -236,7 +269,7 @@ const minSpoolBytes = 64 << 10
 
 func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, auditNode *yaml.Node) RabbitMQConfig {
 	r := DefaultConfig().RabbitMQ
-	m := d.Map(n, "url_env", "url_file", "url", "exchange", "routing_key")
+	m := d.Map(n, "url_env", "url_file", "url", "exchange", "routing_key", "batch", "heartbeat", "confirm_timeout")
 	var url string
 	var given []string
 	for _, k := range []string{"url_env", "url_file", "url"} {
@@ -277,6 +310,14 @@ func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, au
 			d.Errorf(v, "routing_key is too long (AMQP allows 255 bytes after substitution)")
 		}
 	}
+	if v := m.Get("batch"); v != nil && !yamlpos.IsNull(v) {
+		r.Batch = decodeBatch(d, v)
+	}
+	d.Duration(m.Get("heartbeat"), &r.Heartbeat)
+	if v := m.Get("confirm_timeout"); d.Duration(v, &r.ConfirmTimeout) && r.ConfirmTimeout < 100*time.Millisecond {
+		d.Errorf(v, "confirm_timeout must be at least 100ms")
+		r.ConfirmTimeout = DefaultConfirmTimeout
+	}
 	if !resolve || len(given) > 1 {
 		return r
 	}
@@ -316,6 +357,28 @@ func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, au
 		checkURL(d, at, r.URL, "environment variable "+r.URLEnv)
 	}
 	return r
+}
+
+// decodeBatch decodes `audit.rabbitmq.batch`: present means on, so
+// max_events is required.
+func decodeBatch(d *yamlpos.Decoder, n *yaml.Node) Batch {
+	b := Batch{MaxDelay: 50 * time.Millisecond}
+	m := d.Map(n, "max_events", "max_delay")
+	if m.Node == nil {
+		return Batch{}
+	}
+	var i64 int64
+	if v := d.Require(m, "max_events"); d.Int(v, 1, &i64) {
+		if i64 > MaxBatchEvents {
+			d.Errorf(v, "max_events %d is too large (at most %d)", i64, MaxBatchEvents)
+		} else {
+			b.MaxEvents = int(i64)
+		}
+	}
+	if v := m.Get("max_delay"); d.Duration(v, &b.MaxDelay) && b.MaxDelay == 0 {
+		d.Errorf(v, "max_delay must be more than 0")
+	}
+	return b
 }
 
 // checkURL validates an AMQP URL without ever echoing it: url.Parse errors

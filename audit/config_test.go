@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 )
@@ -70,15 +71,20 @@ func TestDecodeConfig(t *testing.T) {
     url_env: AUDIT_TEST_URL
     exchange: ex
     routing_key: "a.{decision}.{reason}"
+    batch: {max_events: 100, max_delay: 20ms}
+    heartbeat: 3s
+    confirm_timeout: 2s
 `,
 			want: Config{Sink: "rabbitmq", Events: []string{"deny"}, QueueSize: 50, SpoolDir: dir + "/gh", SpoolMaxBytes: 1 << 20,
-				RabbitMQ: RabbitMQConfig{URL: "amqp://u:envs3cret@127.0.0.1:5672/", URLEnv: "AUDIT_TEST_URL", Exchange: "ex", RoutingKey: "a.{decision}.{reason}"}},
+				RabbitMQ: RabbitMQConfig{URL: "amqp://u:envs3cret@127.0.0.1:5672/", URLEnv: "AUDIT_TEST_URL", Exchange: "ex", RoutingKey: "a.{decision}.{reason}",
+					Batch: Batch{MaxEvents: 100, MaxDelay: 20 * time.Millisecond}, Heartbeat: 3 * time.Second, ConfirmTimeout: 2 * time.Second}},
 		},
 		{
 			name: "url_file trimmed",
 			src:  "audit:\n  sink: rabbitmq\n  rabbitmq:\n    url_file: " + urlFile + "\n",
 			want: Config{Sink: "rabbitmq", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
-				RabbitMQ: RabbitMQConfig{URL: "amqp://u:s3cret@broker:5672/vh", URLFile: urlFile, Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}"}},
+				RabbitMQ: RabbitMQConfig{URL: "amqp://u:s3cret@broker:5672/vh", URLFile: urlFile, Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Heartbeat: 10 * time.Second, ConfirmTimeout: 5 * time.Second}},
 		},
 		{
 			name: "file sink",
@@ -90,7 +96,8 @@ func TestDecodeConfig(t *testing.T) {
 			name: "url not resolved unless sink rabbitmq",
 			src:  "audit:\n  sink: none\n  rabbitmq:\n    url_env: NOT_SET_ANYWHERE_42\n",
 			want: Config{Sink: "none", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
-				RabbitMQ: RabbitMQConfig{URLEnv: "NOT_SET_ANYWHERE_42", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}"}},
+				RabbitMQ: RabbitMQConfig{URLEnv: "NOT_SET_ANYWHERE_42", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Heartbeat: 10 * time.Second, ConfirmTimeout: 5 * time.Second}},
 		},
 		{
 			name: "default url_env unset",
@@ -137,6 +144,34 @@ func TestDecodeConfig(t *testing.T) {
 				`gatehouse.yaml:10:15: exchange must not be empty (the default exchange cannot be declared)`,
 				`gatehouse.yaml:11:18: routing_key: unknown placeholder {user} (known: {decision}, {reason})`,
 			},
+		},
+		{
+			name: "batch with defaults",
+			src:  "audit:\n  rabbitmq:\n    batch: {max_events: 1}\n    heartbeat: 0s\n",
+			want: Config{Sink: "stdout", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
+				RabbitMQ: RabbitMQConfig{URLEnv: "GATEHOUSE_AMQP_URL", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Batch: Batch{MaxEvents: 1, MaxDelay: 50 * time.Millisecond}, ConfirmTimeout: 5 * time.Second}},
+		},
+		{
+			name: "batch and timeouts wrong",
+			src: `audit:
+  rabbitmq:
+    batch: {max_delay: 0s}
+    heartbeat: -1s
+    confirm_timeout: 10ms
+  spool_dir: ""
+`,
+			errs: []string{
+				`gatehouse.yaml:3:12: missing required key "max_events"`,
+				`gatehouse.yaml:3:24: max_delay must be more than 0`,
+				`gatehouse.yaml:4:16: duration "-1s" must not be negative`,
+				`gatehouse.yaml:5:22: confirm_timeout must be at least 100ms`,
+			},
+		},
+		{
+			name: "batch too large",
+			src:  "audit:\n  rabbitmq:\n    batch:\n      max_events: 5000\n      max_delay: 1s\n",
+			errs: []string{`gatehouse.yaml:4:19: max_events 5000 is too large (at most 1000)`},
 		},
 		{
 			name: "file sink without file",

@@ -21,7 +21,6 @@ const (
 	window       = 512
 	dialTimeout  = 5 * time.Second
 	setupTimeout = 10 * time.Second // dial + open + channel + confirm + exchange declare
-	heartbeat    = 10 * time.Second // bounds a publish stuck on a dead peer
 	backoffMin   = 100 * time.Millisecond
 	backoffMax   = 10 * time.Second
 	returnHold   = 250 * time.Millisecond // first pause of a routing key after a returned message
@@ -31,7 +30,15 @@ const (
 	// over all routing keys: a key nobody binds (a consumer that binds only
 	// auth.deny) would otherwise collect every event sent to it.
 	maxParked = window
+	// maxBatchBytes closes a batch early so that it always fits one spool
+	// record (maxRecord) and stays a reasonable AMQP message.
+	maxBatchBytes = 1 << 20
 )
+
+// errConfirmTimeout is why a link is closed when the broker stops
+// confirming: on a silent network (a blackhole) the heartbeat notices only
+// after about three intervals, and events pile up meanwhile.
+var errConfirmTimeout = errors.New("no publisher confirm within confirm_timeout")
 
 // rabbit is the rabbitmq sink's worker state. Everything here is owned by
 // the run goroutine except dial, which runs in its own goroutine and hands
@@ -93,12 +100,28 @@ type rabbit struct {
 	lastSpool   time.Time
 	encBuf      []byte
 	batch       []message
+
+	// Batched mode (cfg.Batch.MaxEvents > 0): the open batch of each
+	// routing key. Keys come from the routing_key template, so there are
+	// few of them.
+	open        map[string]*openBatch
+	unblockedAt time.Time // confirm_timeout counts from here after connection.unblocked
 }
 
 type pending struct {
-	m   message
-	seg *segment // spool segment the message came from, nil for memory
-	tag uint64
+	m    message
+	seg  *segment // spool segment the message came from, nil for memory
+	tag  uint64
+	sent time.Time // publish time on the worker's clock, for confirm_timeout
+}
+
+// openBatch collects the events of one routing key until max_events,
+// maxBatchBytes or max_delay closes it into one message.
+type openBatch struct {
+	buf   []byte    // "[" then the events, comma-separated; reused
+	n     int       // events in buf
+	since time.Time // when the first event went in
+	typ   string    // the events' CloudEvents type, or "" when they differ
 }
 
 // keyHold is the state of a routing key the broker returned a message for.
@@ -134,6 +157,10 @@ func newRabbit(e *Emitter) (*rabbit, error) {
 		holds:    map[string]*keyHold{},
 		dialRes:  make(chan dialResult, 1),
 		backoff:  backoffMin,
+		open:     map[string]*openBatch{},
+	}
+	if r.cfg.ConfirmTimeout <= 0 {
+		r.cfg.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	if e.cfg.RabbitMQ.URL == "" {
 		return nil, errors.New("audit: sink rabbitmq needs a broker URL")
@@ -173,6 +200,10 @@ func (r *rabbit) run() {
 		if r.conn == nil && !r.dialing && !now.Before(r.nextDial) {
 			r.startDial()
 		}
+		if r.confirmOverdue(now) {
+			r.lost(errConfirmTimeout)
+		}
+		r.flushBatches(now, stopCtx != nil)
 		r.pump(now)
 		if stopCtx != nil && r.finished() {
 			r.shutdown()
@@ -214,6 +245,7 @@ func (r *rabbit) run() {
 				if b.Active {
 					r.log.Warn("audit broker blocked publishing", "reason", b.Reason)
 				} else {
+					r.unblockedAt = e.now()
 					r.log.Info("audit broker unblocked publishing")
 				}
 			}
@@ -291,13 +323,110 @@ func (r *rabbit) pump(now time.Time) {
 			select {
 			case qp := <-r.e.q:
 				ev := recv(qp)
-				p = pending{m: r.encode(&ev)}
+				if r.cfg.Batch.MaxEvents == 0 {
+					p = pending{m: r.encode(&ev)}
+					break
+				}
+				m, full := r.addToBatch(&ev, now)
+				if !full {
+					continue
+				}
+				p = pending{m: m}
 			default:
 				return
 			}
 		}
 		r.send(p, now)
 	}
+}
+
+// addToBatch encodes ev into its routing key's open batch and returns the
+// batch as a message when that made it full.
+func (r *rabbit) addToBatch(ev *Event, now time.Time) (message, bool) {
+	key := r.e.keyOf(ev)
+	b := r.open[key]
+	if b == nil {
+		b = &openBatch{}
+		r.open[key] = b
+	}
+	typ := EventType(ev.Decision)
+	if b.n == 0 {
+		b.buf = append(b.buf[:0], '[')
+		b.since, b.typ = now, typ
+	} else {
+		b.buf = append(b.buf, ',')
+		if b.typ != typ {
+			b.typ = ""
+		}
+	}
+	b.buf = r.e.encode(ev, b.buf).body
+	b.n++
+	if b.n >= r.cfg.Batch.MaxEvents || len(b.buf) >= maxBatchBytes {
+		return r.closeBatch(key, b, now), true
+	}
+	return message{}, false
+}
+
+// closeBatch turns b into a message with its own id (SPEC.md 12: the
+// batch's message_id is not any event's) and empties b.
+func (r *rabbit) closeBatch(key string, b *openBatch, now time.Time) message {
+	body := make([]byte, len(b.buf)+1)
+	copy(body, b.buf)
+	body[len(b.buf)] = ']'
+	m := message{id: r.e.nextID(), typ: b.typ, key: key, time: now, body: body, batch: b.n}
+	b.n = 0
+	return m
+}
+
+// flushBatches closes the batches whose first event waited max_delay (all
+// of them while stopping) and hands each on as take would an event.
+func (r *rabbit) flushBatches(now time.Time, all bool) {
+	for key, b := range r.open {
+		if b.n > 0 && (all || now.Sub(b.since) >= r.cfg.Batch.MaxDelay) {
+			r.dispatch(r.closeBatch(key, b, now), now)
+		}
+	}
+}
+
+// openEvents is how many events wait in open batches.
+func (r *rabbit) openEvents() int {
+	n := 0
+	for _, b := range r.open {
+		n += b.n
+	}
+	return n
+}
+
+// dispatch hands on a new message: published at once when nothing older
+// waits, else spooled behind the older ones, else kept in retry.
+func (r *rabbit) dispatch(m message, now time.Time) {
+	spoolOK := r.spoolOK()
+	switch {
+	case r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()):
+		r.send(pending{m: m}, now)
+	case spoolOK:
+		r.spoolMessages([]message{m})
+	default:
+		r.retry = append(r.retry, pending{m: m})
+	}
+}
+
+// confirmOverdue reports whether the oldest publish waited confirm_timeout
+// for its confirm. A blocked connection is not dead: the broker stopped
+// reading on purpose, so the wait counts only from the unblock.
+func (r *rabbit) confirmOverdue(now time.Time) bool {
+	if r.ch == nil || r.blocked || len(r.inflight) == 0 {
+		return false
+	}
+	return now.Sub(r.confirmSince()) >= r.cfg.ConfirmTimeout
+}
+
+func (r *rabbit) confirmSince() time.Time {
+	since := r.inflight[0].sent
+	if r.unblockedAt.After(since) {
+		since = r.unblockedAt
+	}
+	return since
 }
 
 // send publishes p, or parks it when its routing key is held.
@@ -338,8 +467,8 @@ func (r *rabbit) park(h *keyHold, p pending, now time.Time) {
 		r.nParked++
 		return
 	}
-	r.e.c.dropped.Inc()
-	r.e.drops.Add(1)
+	r.e.c.dropped.Add(float64(p.m.events()))
+	r.e.drops.Add(uint64(p.m.events()))
 	if p.seg != nil {
 		r.spool.ack(p.seg) // given up: its record need not be replayed
 	}
@@ -360,9 +489,19 @@ func (r *rabbit) encode(ev *Event) message {
 	return m
 }
 
+// Content types of a published message (SPEC.md 8 and 12).
+const (
+	contentSingle = "application/json"
+	contentBatch  = "application/cloudevents-batch+json"
+)
+
 func (r *rabbit) publish(p pending) {
+	ct := contentSingle
+	if p.m.batch > 0 {
+		ct = contentBatch
+	}
 	_, err := r.ch.PublishWithDeferredConfirmWithContext(r.ctx, r.cfg.Exchange, p.m.key, true, false, amqp.Publishing{
-		ContentType:  "application/json",
+		ContentType:  ct,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    p.m.id,
 		Type:         p.m.typ,
@@ -376,7 +515,7 @@ func (r *rabbit) publish(p pending) {
 		return
 	}
 	r.tag++
-	p.tag = r.tag
+	p.tag, p.sent = r.tag, r.e.now()
 	r.inflight = append(r.inflight, p)
 }
 
@@ -394,6 +533,14 @@ func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
 	return r.ch == nil || r.blocked || stopping || len(r.e.q) > cap(r.e.q)/2
 }
 
+func countEvents(msgs []message) int {
+	n := 0
+	for i := range msgs {
+		n += msgs[i].events()
+	}
+	return n
+}
+
 // spoolRefusing reports whether the spool refused a record and has not
 // shrunk since. Reading the queue then would only move events from the
 // bounded queue to retry, in memory without bound; leaving them in the
@@ -408,6 +555,10 @@ func (r *rabbit) spoolRefusing() bool {
 // take handles an event read from the queue: published at once when
 // nothing older waits, else spooled with whatever else is queued.
 func (r *rabbit) take(ev Event, now time.Time) {
+	if r.cfg.Batch.MaxEvents > 0 {
+		r.takeBatched(ev, now)
+		return
+	}
 	spoolOK := r.spoolOK()
 	if r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) {
 		r.send(pending{m: r.encode(&ev)}, now)
@@ -432,12 +583,31 @@ fill:
 	r.spoolMessages(r.batch)
 }
 
+// takeBatched adds ev and whatever else is queued (up to maxBatch events)
+// to the open batches, handing on each batch that fills.
+func (r *rabbit) takeBatched(ev Event, now time.Time) {
+	for i := 0; ; i++ {
+		if m, full := r.addToBatch(&ev, now); full {
+			r.dispatch(m, now)
+		}
+		if i == maxBatch {
+			return
+		}
+		select {
+		case qp := <-r.e.q:
+			ev = recv(qp)
+		default:
+			return
+		}
+	}
+}
+
 // spoolMessages appends msgs to the spool; what does not fit waits in retry
 // (at most one batch: acceptQueue stops reading the queue once the spool
 // refuses a record, until it shrinks).
 func (r *rabbit) spoolMessages(msgs []message) {
 	n, err := r.spool.append(msgs)
-	r.e.c.spooled.Add(float64(n))
+	r.e.c.spooled.Add(float64(countEvents(msgs[:n])))
 	if err != nil {
 		if !errors.Is(err, errSpoolFull) {
 			r.spoolBroken = true
@@ -493,7 +663,7 @@ func (r *rabbit) confirm(c amqp.Confirmation) {
 		case !c.Ack:
 			r.retry = append(r.retry, p)
 		default:
-			r.e.c.published.Inc()
+			r.e.c.published.Add(float64(p.m.events()))
 			if p.seg != nil {
 				r.spool.ack(p.seg)
 			}
@@ -602,6 +772,18 @@ func (r *rabbit) nextWake(now time.Time) (time.Duration, bool) {
 			}
 		}
 	}
+	for _, b := range r.open {
+		if b.n > 0 {
+			if due := b.since.Add(r.cfg.Batch.MaxDelay); at.IsZero() || due.Before(at) {
+				at = due
+			}
+		}
+	}
+	if r.ch != nil && !r.blocked && len(r.inflight) > 0 {
+		if due := r.confirmSince().Add(r.cfg.ConfirmTimeout); at.IsZero() || due.Before(at) {
+			at = due
+		}
+	}
 	if r.spool != nil && !r.spool.locked && !r.spoolBroken {
 		// Poll for the lock the replaced emitter releases when it closes.
 		if poll := now.Add(100 * time.Millisecond); at.IsZero() || poll.Before(at) {
@@ -660,7 +842,7 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 	})
 	defer stop()
 	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
-		Heartbeat:  heartbeat,
+		Heartbeat:  cfg.Heartbeat,
 		Properties: amqp.Table{"connection_name": "gatehouse audit", "product": "gatehouse"},
 		Dial: func(network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{Timeout: dialTimeout}).DialContext(setup, network, addr)
@@ -675,7 +857,7 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 			mu.Lock()
 			raw = c
 			mu.Unlock()
-			return c, nil
+			return &writeDeadlineConn{Conn: c, timeout: cfg.ConfirmTimeout}, nil
 		},
 	})
 	if err != nil {
@@ -710,12 +892,30 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 	return res
 }
 
+// writeDeadlineConn bounds every write to the broker: on a silent network
+// the socket buffers fill and a publish would block the worker, which then
+// could not notice confirm_timeout. A write stuck that long fails, and
+// amqp091 closes the connection (connClose tells the worker).
+type writeDeadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *writeDeadlineConn) Write(p []byte) (int, error) {
+	if c.timeout > 0 {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
+}
+
 // finished reports whether Close may end: nothing queued or unconfirmed in
 // memory (what is in the spool stays there for the next process). Parked
 // messages do not keep Close waiting: their routing key had no bound queue
 // at the last try; shutdown spools them (or counts them dropped).
 func (r *rabbit) finished() bool {
-	if len(r.e.q) > 0 || len(r.inflight) > 0 {
+	if len(r.e.q) > 0 || len(r.inflight) > 0 || r.openEvents() > 0 {
 		return false
 	}
 	return len(r.retry) == 0 || (r.ch == nil && r.spoolOK())
@@ -735,22 +935,32 @@ func (r *rabbit) shutdown() {
 		}
 	}
 	r.retry, r.inflight, r.holds, r.nParked = nil, nil, nil, 0
+	now := r.e.now()
 	for drained := false; !drained; {
 		select {
 		case qp := <-r.e.q:
 			ev := recv(qp)
-			left = append(left, r.encode(&ev))
+			if r.cfg.Batch.MaxEvents == 0 {
+				left = append(left, r.encode(&ev))
+			} else if m, full := r.addToBatch(&ev, now); full {
+				left = append(left, m)
+			}
 		default:
 			drained = true
+		}
+	}
+	for key, b := range r.open {
+		if b.n > 0 {
+			left = append(left, r.closeBatch(key, b, now))
 		}
 	}
 	if len(left) > 0 {
 		n := 0
 		if r.spoolOK() {
 			n, _ = r.spool.append(left)
-			r.e.c.spooled.Add(float64(n))
+			r.e.c.spooled.Add(float64(countEvents(left[:n])))
 		}
-		if d := len(left) - n; d > 0 {
+		if d := countEvents(left[n:]); d > 0 {
 			r.e.c.dropped.Add(float64(d))
 			r.e.drops.Add(uint64(d))
 			r.log.Error("audit events lost at shutdown", "count", d)
