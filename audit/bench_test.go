@@ -1,9 +1,14 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,12 +190,49 @@ func BenchmarkPublishConfirmed(b *testing.B) {
 		if consumer {
 			name = "consumed-queue"
 		}
-		b.Run(name, func(b *testing.B) { benchPublish(b, consumer) })
+		b.Run(name, func(b *testing.B) { benchPublish(b, audittest.BrokerURL(b), consumer, Batch{}, 0) })
+		b.Run(name+"/batch100", func(b *testing.B) {
+			benchPublish(b, audittest.BrokerURL(b), consumer, Batch{MaxEvents: 100, MaxDelay: 50 * time.Millisecond}, 0)
+		})
 	}
 }
 
-func benchPublish(b *testing.B, consume bool) {
-	url := audittest.BrokerURL(b)
+// BenchmarkBrokerCPU is the broker's CPU time per confirmed event (its
+// beam.smp's utime+stime from /proc over the events published), one event
+// per message against batches of 100, into a consumed durable queue. The
+// broker is a node of the benchmark's own, so other clients of the shared
+// broker do not count.
+func BenchmarkBrokerCPU(b *testing.B) {
+	node := audittest.StartNode(b)
+	pid := node.PID()
+	if pid == 0 {
+		b.Fatal("no pid for the node")
+	}
+	b.Run("single", func(b *testing.B) { benchPublish(b, node.URL, true, Batch{}, pid) })
+	for _, n := range []int{10, 100} {
+		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
+			benchPublish(b, node.URL, true, Batch{MaxEvents: n, MaxDelay: 50 * time.Millisecond}, pid)
+		})
+	}
+}
+
+// cpuTime is a process's user+system CPU time from /proc/PID/stat.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces) in parentheses:
+	// state is field 3, utime 14, stime 15, in clock ticks (USER_HZ, 100).
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// benchPublish measures events/s confirmed by the broker at url (and, with
+// brokerPID, the broker's CPU time per event).
+func benchPublish(b *testing.B, url string, consume bool, batch Batch, brokerPID int) {
 	exchange, queue := uniqueName("gh-bench-x-"), uniqueName("gh-bench-q-")
 	conn, err := amqp.Dial(url)
 	if err != nil {
@@ -225,6 +267,7 @@ func benchPublish(b *testing.B, consume bool) {
 	}
 	cfg := rabbitConfig(url, exchange)
 	cfg.QueueSize = max(b.N+1, 100)
+	cfg.RabbitMQ.Batch = batch
 	e, err := New(cfg, Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -234,6 +277,10 @@ func benchPublish(b *testing.B, consume bool) {
 	waitFor(b, 20*time.Second, "first confirm", func() bool { return counter(e, "published") == 1 })
 	b.ReportAllocs()
 	b.ResetTimer()
+	var cpu0 time.Duration
+	if brokerPID > 0 {
+		cpu0 = cpuTime(b, brokerPID)
+	}
 	start := time.Now()
 	for range b.N {
 		e.Emit(ev)
@@ -244,6 +291,10 @@ func benchPublish(b *testing.B, consume bool) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	if brokerPID > 0 {
+		cpu := cpuTime(b, brokerPID) - cpu0
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "broker-ns/event")
+	}
 	if d := counter(e, "dropped"); d != 0 {
 		b.Fatalf("%v dropped", d)
 	}

@@ -70,7 +70,7 @@ headers:
 `, e.upstream, issuer, audience, e.jwks.URL, e.o.pool)
 	b.WriteString(routes)
 	switch c.sink {
-	case "rabbitmq":
+	case "rabbitmq", "rabbitmq-batch":
 		fmt.Fprintf(&b, `audit:
   sink: rabbitmq
   events: [allow, deny]
@@ -78,6 +78,11 @@ headers:
     url_env: GATEHOUSE_AMQP_URL
     exchange: %s
 `, rabbitExchange)
+		if c.sink == "rabbitmq-batch" {
+			b.WriteString("    batch: {max_events: 100, max_delay: 50ms}\n")
+		}
+	case "stdout":
+		b.WriteString("audit:\n  sink: stdout\n  events: [allow, deny]\n")
 	default:
 		fmt.Fprintf(&b, `audit:
   sink: file
