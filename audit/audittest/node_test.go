@@ -24,4 +24,3 @@ func TestStartNode(t *testing.T) {
 		t.Error("the node still takes connections after Stop")
 	}
 }
-
