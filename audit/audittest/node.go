@@ -32,6 +32,7 @@ type Node struct {
 	Dir  string // data, logs, config and HOME (cookie)
 
 	t      testing.TB
+	server string
 	ctl    string
 	env    []string
 	cmd    *exec.Cmd
@@ -58,7 +59,7 @@ func StartNode(t testing.TB) *Node {
 	var rnd [4]byte
 	rand.Read(rnd[:])
 	n := &Node{t: t, ctl: ctl, Name: "gh-test-" + hex.EncodeToString(rnd[:]) + "@localhost", Dir: t.TempDir(),
-		exited: make(chan struct{}), out: &lockedBuffer{}}
+		out: &lockedBuffer{}}
 	port, dist := freePort(t), freePort(t)
 	n.URL = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port)
 	conf := fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\n", port)
@@ -86,7 +87,26 @@ func StartNode(t testing.TB) *Node {
 		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
 		"ERL_EPMD_ADDRESS=127.0.0.1",
 	)
-	n.cmd = exec.Command(server)
+	n.server = server
+	t.Cleanup(n.Stop)
+	n.start()
+	return n
+}
+
+// Restart starts the node again after Stop, on the same data: durable
+// queues and their persistent messages are back.
+func (n *Node) Restart() {
+	n.t.Helper()
+	n.Stop()
+	n.once = sync.Once{}
+	n.start()
+}
+
+func (n *Node) start() {
+	t := n.t
+	t.Helper()
+	n.exited = make(chan struct{})
+	n.cmd = exec.Command(n.server)
 	n.cmd.Dir, n.cmd.Env = n.Dir, n.env
 	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 	// Its own process group: the script starts beam.smp as a child, and a
@@ -95,17 +115,17 @@ func StartNode(t testing.TB) *Node {
 	if err := n.cmd.Start(); err != nil {
 		t.Fatalf("start rabbitmq-server: %v", err)
 	}
+	exited := n.exited
 	go func() {
 		n.cmd.Wait()
-		close(n.exited)
+		close(exited)
 	}()
-	t.Cleanup(n.Stop)
 	deadline := time.Now().Add(nodeStart)
 	for {
 		conn, err := amqp.DialConfig(n.URL, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
 		if err == nil {
 			conn.Close()
-			return n
+			return
 		}
 		select {
 		case <-n.exited:
@@ -134,6 +154,9 @@ func (n *Node) PID() int {
 // twice.
 func (n *Node) Stop() {
 	n.once.Do(func() {
+		if n.cmd == nil || n.cmd.Process == nil {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		ctl := exec.CommandContext(ctx, n.ctl, "-n", n.Name, "stop")
