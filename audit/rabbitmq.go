@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gatehouse/gatehouse/internal/broker"
 )
 
 // Tuning of the rabbitmq sink.
@@ -72,7 +73,9 @@ type rabbit struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dial goroutines
 
-	link    // the current connection; zero while there is none
+	link        // the current connection; zero while there is none
+	broker  int // position of link's broker in cfg.URLs
+	dialer  *broker.Dialer
 	blocked bool
 	tag     uint64 // delivery tag of the last publish on ch
 
@@ -145,7 +148,8 @@ type link struct {
 
 type dialResult struct {
 	link
-	err error
+	broker int // position in the URL list
+	err    error
 }
 
 func newRabbit(e *Emitter) (*rabbit, error) {
@@ -162,11 +166,23 @@ func newRabbit(e *Emitter) (*rabbit, error) {
 	if r.cfg.ConfirmTimeout <= 0 {
 		r.cfg.ConfirmTimeout = DefaultConfirmTimeout
 	}
-	if e.cfg.RabbitMQ.URL == "" {
+	if len(r.cfg.URLs) == 0 {
 		return nil, errors.New("audit: sink rabbitmq needs a broker URL")
 	}
-	if _, err := amqp.ParseURI(e.cfg.RabbitMQ.URL); err != nil {
-		return nil, errors.New("audit: the rabbitmq URL is not a valid amqp:// or amqps:// URL")
+	for i, u := range r.cfg.URLs {
+		if _, err := amqp.ParseURI(u); err != nil {
+			return nil, fmt.Errorf("audit: rabbitmq URL %d of %d is not a valid amqp:// or amqps:// URL", i+1, len(r.cfg.URLs))
+		}
+	}
+	r.dialer = &broker.Dialer{
+		URLs:         r.cfg.URLs,
+		Name:         "gatehouse audit",
+		Heartbeat:    r.cfg.Heartbeat,
+		DialTimeout:  dialTimeout,
+		SetupTimeout: setupTimeout,
+		// A silent network fills the socket buffers and a publish would
+		// block the worker, which then could not see confirm_timeout.
+		WriteTimeout: r.cfg.ConfirmTimeout,
 	}
 	if e.cfg.SpoolDir != "" {
 		s, err := openSpool(e.cfg.SpoolDir, e.cfg.SpoolMaxBytes, defaultSegment, r.log)
@@ -711,7 +727,12 @@ func (r *rabbit) lost(err error) {
 		return
 	}
 	r.requeueUnconfirmed()
-	r.log.Warn("audit broker connection lost", "err", err, "unconfirmed", len(r.retry))
+	r.log.Warn("audit broker connection lost", "err", err, "unconfirmed", len(r.retry), "broker", r.brokerLabel())
+	// The next dial starts with the broker after this one: a node that
+	// stopped answering confirms may well still accept connections.
+	if r.dialer != nil {
+		r.dialer.Failed(r.broker)
+	}
 	r.closeConn()
 	r.scheduleDial()
 }
@@ -801,7 +822,7 @@ func (r *rabbit) startDial() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.dialRes <- dial(r.ctx, r.cfg)
+		r.dialRes <- dial(r.ctx, r.dialer, r.cfg.Exchange)
 	}()
 }
 
@@ -817,97 +838,51 @@ func (r *rabbit) connected(res dialResult) {
 		r.scheduleDial()
 		return
 	}
-	r.link = res.link
+	r.link, r.broker = res.link, res.broker
 	r.backoff, r.down = backoffMin, false
-	r.log.Info("audit broker connected", "exchange", r.cfg.Exchange)
+	r.log.Info("audit broker connected", "exchange", r.cfg.Exchange, "broker", r.brokerLabel())
 }
 
-// dial connects, opens a confirming channel and declares the exchange, all
-// bounded by setupTimeout and ctx. Errors never contain the URL.
-func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
-	setup, cancel := context.WithTimeout(ctx, setupTimeout)
-	defer cancel()
-	var (
-		mu  sync.Mutex
-		raw net.Conn
-	)
-	// Closing the socket is the one way to interrupt amqp091's blocking
-	// handshake and RPCs.
-	stop := context.AfterFunc(setup, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if raw != nil {
-			raw.Close()
+// brokerLabel names the current broker for logs ("broker 2 of 3"), never
+// by its URL.
+func (r *rabbit) brokerLabel() string {
+	if r.dialer == nil {
+		return "broker"
+	}
+	return r.dialer.Label(r.broker)
+}
+
+// dial connects to the first broker of the list that answers (starting
+// after the last one that failed), opens a confirming channel and declares
+// the exchange, each attempt bounded by setupTimeout and ctx. Errors name a
+// broker by its position, never by its URL.
+func dial(ctx context.Context, d *broker.Dialer, exchange string) dialResult {
+	var res dialResult
+	conn, i, err := d.Dial(ctx, func(_ context.Context, conn *amqp.Connection) error {
+		res = dialResult{link: link{conn: conn}}
+		res.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
+		res.blockedC = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open channel: %w", err)
 		}
-	})
-	defer stop()
-	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
-		Heartbeat:  cfg.Heartbeat,
-		Properties: amqp.Table{"connection_name": "gatehouse audit", "product": "gatehouse"},
-		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{Timeout: dialTimeout}).DialContext(setup, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			// amqp091 clears this deadline once the handshake is done.
-			if err := c.SetDeadline(time.Now().Add(setupTimeout)); err != nil {
-				c.Close()
-				return nil, err
-			}
-			mu.Lock()
-			raw = c
-			mu.Unlock()
-			return &writeDeadlineConn{Conn: c, timeout: cfg.ConfirmTimeout}, nil
-		},
+		res.ch = ch
+		res.chClose = ch.NotifyClose(make(chan *amqp.Error, 1))
+		res.confirms = ch.NotifyPublish(make(chan amqp.Confirmation, 2*window))
+		res.returns = ch.NotifyReturn(make(chan amqp.Return, 2*window))
+		if err := ch.Confirm(false); err != nil {
+			return fmt.Errorf("enable publisher confirms: %w", err)
+		}
+		if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare exchange %s: %w", exchange, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return dialResult{err: fmt.Errorf("dial: %w", err)}
+		return dialResult{err: err}
 	}
-	res := dialResult{link: link{conn: conn}}
-	fail := func(op string, err error) dialResult {
-		conn.Close()
-		if setup.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, setup.Err())
-		}
-		return dialResult{err: fmt.Errorf("%s: %w", op, err)}
-	}
-	res.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
-	res.blockedC = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
-	if res.ch, err = conn.Channel(); err != nil {
-		return fail("open channel", err)
-	}
-	res.chClose = res.ch.NotifyClose(make(chan *amqp.Error, 1))
-	res.confirms = res.ch.NotifyPublish(make(chan amqp.Confirmation, 2*window))
-	res.returns = res.ch.NotifyReturn(make(chan amqp.Return, 2*window))
-	if err := res.ch.Confirm(false); err != nil {
-		return fail("enable publisher confirms", err)
-	}
-	if err := res.ch.ExchangeDeclare(cfg.Exchange, "topic", true, false, false, false, nil); err != nil {
-		return fail("declare exchange "+cfg.Exchange, err)
-	}
-	if !stop() {
-		conn.Close()
-		return dialResult{err: fmt.Errorf("connect: %w", context.DeadlineExceeded)}
-	}
+	res.conn, res.broker = conn, i
 	return res
-}
-
-// writeDeadlineConn bounds every write to the broker: on a silent network
-// the socket buffers fill and a publish would block the worker, which then
-// could not notice confirm_timeout. A write stuck that long fails, and
-// amqp091 closes the connection (connClose tells the worker).
-type writeDeadlineConn struct {
-	net.Conn
-	timeout time.Duration
-}
-
-func (c *writeDeadlineConn) Write(p []byte) (int, error) {
-	if c.timeout > 0 {
-		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-			return 0, err
-		}
-	}
-	return c.Conn.Write(p)
 }
 
 // finished reports whether Close may end: nothing queued or unconfirmed in

@@ -502,7 +502,7 @@ func rabbitConfig(url, exchange string) Config {
 	cfg := DefaultConfig()
 	cfg.Sink = SinkRabbitMQ
 	cfg.QueueSize = 20000
-	cfg.RabbitMQ.URL = url
+	cfg.RabbitMQ.URLs = []string{url}
 	cfg.RabbitMQ.Exchange = exchange
 	return cfg
 }
