@@ -184,6 +184,41 @@ func TestRabbitMQConfirmTimeout(t *testing.T) {
 	}
 }
 
+// TestRabbitMQConfirmTimeoutNextURL: the first URL goes silent (a
+// blackhole that never resumes); confirm_timeout closes the link and the
+// events arrive through the next URL of the list.
+func TestRabbitMQConfirmTimeoutNextURL(t *testing.T) {
+	url := audittest.BrokerURL(t)
+	exchange := uniqueName("gh-test-x-")
+	c := startCollector(t, url, exchange, true)
+	p := startProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "amqp://guest:guest@"), "/"))
+	cfg := rabbitConfig(p.url(), exchange)
+	cfg.RabbitMQ.URLs = []string{p.url(), url}
+	cfg.RabbitMQ.Batch = Batch{MaxEvents: 50, MaxDelay: 20 * time.Millisecond}
+	cfg.RabbitMQ.Heartbeat = time.Minute
+	cfg.RabbitMQ.ConfirmTimeout = time.Second
+	e, logs := newLogged(t, cfg)
+	ids := emitN(e, "a", 0, 200)
+	c.waitAll(t, ids, 30*time.Second)
+	if !logs.has("audit broker connected exchange=" + exchange + " broker=broker 1 of 2") {
+		t.Fatalf("not connected to the first URL:\n%s", logs.all())
+	}
+	p.pause(true)
+	ids = append(ids, emitN(e, "b", 0, 1000)...)
+	c.waitAll(t, ids, 60*time.Second)
+	if !logs.has("audit broker connection lost err=" + errConfirmTimeout.Error()) ||
+		!logs.has("audit broker connected exchange="+exchange+" broker=broker 2 of 2") {
+		t.Errorf("want the link closed for confirm_timeout and the second URL used:\n%s", logs.all())
+	}
+	closeOK(t, e)
+	if got := counter(e, "dropped"); got != 0 {
+		t.Errorf("dropped = %v", got)
+	}
+	if strings.Contains(logs.all(), "guest:guest") {
+		t.Errorf("logs hold a URL password:\n%s", logs.all())
+	}
+}
+
 // TestBatchFlushUsesClock: max_delay is decided on the emitter's clock, and
 // the worker wakes for the oldest open batch.
 func TestBatchFlushUsesClock(t *testing.T) {
