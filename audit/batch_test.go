@@ -206,7 +206,7 @@ func TestRabbitMQConfirmTimeoutNextURL(t *testing.T) {
 	p.pause(true)
 	ids = append(ids, emitN(e, "b", 0, 1000)...)
 	c.waitAll(t, ids, 60*time.Second)
-	if !logs.has("audit broker connection lost err=" + errConfirmTimeout.Error()) ||
+	if !logs.has("audit broker connection lost err="+errConfirmTimeout.Error()) ||
 		!logs.has("audit broker connected exchange="+exchange+" broker=broker 2 of 2") {
 		t.Errorf("want the link closed for confirm_timeout and the second URL used:\n%s", logs.all())
 	}
