@@ -34,6 +34,8 @@ const (
 	// maxBatchBytes closes a batch early so that it always fits one spool
 	// record (maxRecord) and stays a reasonable AMQP message.
 	maxBatchBytes = 1 << 20
+	// maxKeptBatchBuf is the largest open-batch buffer kept for reuse.
+	maxKeptBatchBuf = 256 << 10
 )
 
 // errConfirmTimeout is why a link is closed when the broker stops
@@ -391,6 +393,10 @@ func (r *rabbit) closeBatch(key string, b *openBatch, now time.Time) message {
 	body[len(b.buf)] = ']'
 	m := message{id: r.e.nextID(), typ: b.typ, key: key, time: now, body: body, batch: b.n}
 	b.n = 0
+	if cap(b.buf) > maxKeptBatchBuf {
+		// One batch of huge events must not pin a megabyte per routing key.
+		b.buf = nil
+	}
 	return m
 }
 
