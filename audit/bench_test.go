@@ -199,9 +199,9 @@ func BenchmarkPublishConfirmed(b *testing.B) {
 
 // BenchmarkBrokerCPU is the broker's CPU time per confirmed event (its
 // beam.smp's utime+stime from /proc over the events published), one event
-// per message against batches of 100, into a consumed durable queue. The
-// broker is a node of the benchmark's own, so other clients of the shared
-// broker do not count.
+// per message against batches of 10, 100 and 1000, into a consumed durable
+// queue. The broker is a node of the benchmark's own, so other clients of
+// the shared broker do not count.
 func BenchmarkBrokerCPU(b *testing.B) {
 	node := audittest.StartNode(b)
 	pid := node.PID()
@@ -209,7 +209,7 @@ func BenchmarkBrokerCPU(b *testing.B) {
 		b.Fatal("no pid for the node")
 	}
 	b.Run("single", func(b *testing.B) { benchPublish(b, node.URL, true, Batch{}, pid) })
-	for _, n := range []int{10, 100} {
+	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
 			benchPublish(b, node.URL, true, Batch{MaxEvents: n, MaxDelay: 50 * time.Millisecond}, pid)
 		})
