@@ -7,13 +7,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gatehouse/gatehouse/internal/broker"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 )
 
@@ -34,6 +33,16 @@ const (
 	DefaultURLEnv        = "GATEHOUSE_AMQP_URL"
 	DefaultFsyncInterval = 50 * time.Millisecond
 	maxFsyncInterval     = time.Minute
+	// DefaultHeartbeat is the AMQP heartbeat gatehouse proposes; the
+	// connection is dead after about three silent heartbeats (amqp091).
+	DefaultHeartbeat = 10 * time.Second
+	// DefaultConfirmTimeout bounds how long a publish may wait for its
+	// confirm before the link is taken for dead.
+	DefaultConfirmTimeout = 5 * time.Second
+	// MaxBatchEvents bounds batch.max_events: with fields capped at 2 KiB
+	// an event is at most a few tens of KiB, and a batch must fit one
+	// spool record.
+	MaxBatchEvents = 1000
 )
 
 // Config is the `audit` section with defaults applied. The zero value is not
@@ -56,13 +65,31 @@ type Config struct {
 
 // RabbitMQConfig is `audit.rabbitmq`.
 type RabbitMQConfig struct {
-	// URL is the broker URL resolved from url_env, url_file or url (only
-	// when sink is rabbitmq). It holds a password: never log it.
-	URL        string
+	// URLs are the brokers resolved from url_env, url_file (a comma-separated
+	// list in either), url or urls (only when sink is rabbitmq), tried in
+	// order: a cluster's nodes without a load balancer. They hold
+	// passwords: never log them.
+	URLs       []string
 	URLEnv     string // as configured; default GATEHOUSE_AMQP_URL when neither url_file nor url is set
 	URLFile    string // as configured
 	Exchange   string // durable topic exchange; default gatehouse.audit
 	RoutingKey string // template with {decision} and {reason}; default auth.{decision}
+	// Batch, when MaxEvents > 0, publishes up to MaxEvents events of one
+	// routing key as one message (SPEC.md 12). Absent: one message per event.
+	Batch Batch
+	// Heartbeat is the AMQP heartbeat proposed to the broker (the broker
+	// may lower it); default 10s, at least 1s.
+	Heartbeat time.Duration
+	// ConfirmTimeout: a publish not confirmed within it means the link is
+	// dead (a silent network): the connection is closed and its
+	// unconfirmed messages are re-sent or spooled. Default 5s; at least 100ms.
+	ConfirmTimeout time.Duration
+}
+
+// Batch is `audit.rabbitmq.batch`.
+type Batch struct {
+	MaxEvents int           // events per message, 1..1000; 0 = batching off
+	MaxDelay  time.Duration // an event waits at most this long for its batch to fill; default 50ms
 }
 
 // DefaultConfig is the section with every default and nothing else.
@@ -73,9 +100,11 @@ func DefaultConfig() Config {
 		QueueSize:     DefaultQueueSize,
 		SpoolMaxBytes: DefaultSpoolMaxBytes,
 		RabbitMQ: RabbitMQConfig{
-			URLEnv:     DefaultURLEnv,
-			Exchange:   DefaultExchange,
-			RoutingKey: DefaultRoutingKey,
+			URLEnv:         DefaultURLEnv,
+			Exchange:       DefaultExchange,
+			RoutingKey:     DefaultRoutingKey,
+			Heartbeat:      DefaultHeartbeat,
+			ConfirmTimeout: DefaultConfirmTimeout,
 		},
 	}
 }
@@ -87,11 +116,16 @@ func (c Config) Equal(o Config) bool {
 	return c.Sink == o.Sink && slices.Equal(c.Events, o.Events) && c.File == o.File &&
 		c.QueueSize == o.QueueSize && c.SpoolDir == o.SpoolDir && c.SpoolMaxBytes == o.SpoolMaxBytes &&
 		c.Durable == o.Durable && c.FsyncInterval == o.FsyncInterval &&
-		c.RabbitMQ == o.RabbitMQ
+		c.RabbitMQ.equal(o.RabbitMQ)
+}
+
+func (r RabbitMQConfig) equal(o RabbitMQConfig) bool {
+	return slices.Equal(r.URLs, o.URLs) && r.URLEnv == o.URLEnv && r.URLFile == o.URLFile &&
+		r.Exchange == o.Exchange && r.RoutingKey == o.RoutingKey && r.Batch == o.Batch &&
+		r.Heartbeat == o.Heartbeat && r.ConfirmTimeout == o.ConfirmTimeout
 }
 
 var (
-	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 )
 
@@ -160,8 +194,8 @@ func DecodeConfig(d *yamlpos.Decoder, n *yaml.Node) Config {
 	if c.SpoolDir != "" && c.SpoolMaxBytes < minSpoolBytes {
 		d.Errorf(m.Get("spool_max_bytes"), "spool_max_bytes must be at least %d", minSpoolBytes)
 	}
-	decodeDurable(d, m, &c)
 	c.RabbitMQ = decodeRabbitMQ(d, m.Get("rabbitmq"), c.Sink == SinkRabbitMQ, m.Get("sink"), m.Node)
+	decodeDurable(d, m, &c)
 	return c
 }
 
@@ -176,6 +210,10 @@ func decodeDurable(d *yamlpos.Decoder, m yamlpos.Map, c *Config) {
 			d.Errorf(v, "durable: true needs sink rabbitmq (sink is %s)", c.Sink)
 		case c.SpoolDir == "":
 			d.Errorf(v, "durable: true needs spool_dir")
+		case c.RabbitMQ.Batch.MaxEvents > 0:
+			// Durable mode publishes each spooled record as it was
+			// written, one event each: batching would silently not apply.
+			d.Errorf(v, "durable: true cannot be combined with rabbitmq.batch yet (durable mode publishes each event from the spool on its own)")
 		}
 	}
 	if v := m.Get("fsync_interval"); d.Duration(v, &c.FsyncInterval) {
@@ -268,34 +306,15 @@ const minSpoolBytes = 64 << 10
 
 func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, auditNode *yaml.Node) RabbitMQConfig {
 	r := DefaultConfig().RabbitMQ
-	m := d.Map(n, "url_env", "url_file", "url", "exchange", "routing_key")
-	var url string
-	var given []string
-	for _, k := range []string{"url_env", "url_file", "url"} {
-		if m.Has(k) {
-			given = append(given, k)
-		}
-	}
-	if len(given) > 1 {
-		// Report at the key written last: the one that made it ambiguous.
-		last := m.KeyNode(given[0])
-		for _, k := range given[1:] {
-			if kn := m.KeyNode(k); kn.Line > last.Line || (kn.Line == last.Line && kn.Column > last.Column) {
-				last = kn
-			}
-		}
-		d.Errorf(last, "give only one of url_env, url_file and url (got %s)", strings.Join(given, ", "))
-	}
-	if len(given) > 0 {
-		r.URLEnv = ""
-	}
-	envNode, fileNode, urlNode := m.Get("url_env"), m.Get("url_file"), m.Get("url")
-	if d.String(envNode, &r.URLEnv) && !envName.MatchString(r.URLEnv) {
-		d.Errorf(envNode, "url_env %q is not an environment variable name", r.URLEnv)
-		resolve = false
-	}
-	d.String(fileNode, &r.URLFile)
-	d.String(urlNode, &url)
+	m := d.Map(n, append(slices.Clone(broker.URLKeys), "exchange", "routing_key", "batch", "heartbeat", "confirm_timeout")...)
+	u := broker.DecodeURLs(d, m, broker.URLOptions{
+		DefaultEnv: DefaultURLEnv,
+		Resolve:    resolve,
+		List:       true,
+		Context:    "sink rabbitmq",
+		At:         []*yaml.Node{sinkNode, auditNode},
+	})
+	r.URLEnv, r.URLFile, r.URLs = u.Env, u.File, u.List
 	if d.String(m.Get("exchange"), &r.Exchange) && r.Exchange == "" {
 		d.Errorf(m.Get("exchange"), "exchange must not be empty (the default exchange cannot be declared)")
 	}
@@ -309,53 +328,40 @@ func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, au
 			d.Errorf(v, "routing_key is too long (AMQP allows 255 bytes after substitution)")
 		}
 	}
-	if !resolve || len(given) > 1 {
-		return r
+	if v := m.Get("batch"); v != nil && !yamlpos.IsNull(v) {
+		r.Batch = decodeBatch(d, v)
 	}
-	// Resolve the URL now: `gatehouse -t` reads env secrets and files, and
-	// the error names the key, never the URL (it carries a password).
-	switch {
-	case r.URLFile != "":
-		b, err := os.ReadFile(r.URLFile)
-		if err != nil {
-			d.Errorf(fileNode, "read url_file: %v", unwrapPath(err))
-			return r
-		}
-		url = strings.TrimSpace(string(b))
-		if url == "" {
-			d.Errorf(fileNode, "url_file %s is empty", r.URLFile)
-			return r
-		}
-		r.URL = url
-		checkURL(d, fileNode, url, "url_file")
-	case urlNode != nil && !yamlpos.IsNull(urlNode):
-		r.URL = url
-		checkURL(d, urlNode, url, "url")
-	default:
-		at := envNode
-		if at == nil {
-			at = sinkNode
-		}
-		if at == nil {
-			at = auditNode
-		}
-		v, ok := os.LookupEnv(r.URLEnv)
-		if !ok || strings.TrimSpace(v) == "" {
-			d.Errorf(at, "sink rabbitmq: environment variable %s (url_env) is not set", r.URLEnv)
-			return r
-		}
-		r.URL = strings.TrimSpace(v)
-		checkURL(d, at, r.URL, "environment variable "+r.URLEnv)
+	if v := m.Get("heartbeat"); d.Duration(v, &r.Heartbeat) && r.Heartbeat < time.Second {
+		d.Errorf(v, "heartbeat must be at least 1s")
+		r.Heartbeat = DefaultHeartbeat
+	}
+	if v := m.Get("confirm_timeout"); d.Duration(v, &r.ConfirmTimeout) && r.ConfirmTimeout < 100*time.Millisecond {
+		d.Errorf(v, "confirm_timeout must be at least 100ms")
+		r.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	return r
 }
 
-// checkURL validates an AMQP URL without ever echoing it: url.Parse errors
-// quote the whole URL, password included.
-func checkURL(d *yamlpos.Decoder, n *yaml.Node, url, from string) {
-	if _, err := amqp.ParseURI(url); err != nil {
-		d.Errorf(n, "%s: not a valid amqp:// or amqps:// URL", from)
+// decodeBatch decodes `audit.rabbitmq.batch`: present means on, so
+// max_events is required.
+func decodeBatch(d *yamlpos.Decoder, n *yaml.Node) Batch {
+	b := Batch{MaxDelay: 50 * time.Millisecond}
+	m := d.Map(n, "max_events", "max_delay")
+	if m.Node == nil {
+		return Batch{}
 	}
+	var i64 int64
+	if v := d.Require(m, "max_events"); d.Int(v, 1, &i64) {
+		if i64 > MaxBatchEvents {
+			d.Errorf(v, "max_events %d is too large (at most %d)", i64, MaxBatchEvents)
+		} else {
+			b.MaxEvents = int(i64)
+		}
+	}
+	if v := m.Get("max_delay"); d.Duration(v, &b.MaxDelay) && b.MaxDelay == 0 {
+		d.Errorf(v, "max_delay must be more than 0")
+	}
+	return b
 }
 
 // unwrapPath drops the *PathError wrapper's repetition of the operation.

@@ -52,6 +52,8 @@ func TestDecodeConfig(t *testing.T) {
 	}
 	t.Setenv("AUDIT_TEST_URL", "amqp://u:envs3cret@127.0.0.1:5672/")
 	t.Setenv("AUDIT_TEST_BAD_URL", "http://u:envs3cret@x/")
+	t.Setenv("AUDIT_TEST_URLS", " amqp://u:envs3cret@127.0.0.1:5672/, amqp://u:envs3cret@127.0.0.2:5672/")
+	t.Setenv("AUDIT_TEST_BAD_URLS", "amqp://u:envs3cret@127.0.0.1:5672/,http://u:envs3cret@x/")
 	os.Unsetenv("GATEHOUSE_AMQP_URL")
 	tests := []struct {
 		name string
@@ -71,15 +73,20 @@ func TestDecodeConfig(t *testing.T) {
     url_env: AUDIT_TEST_URL
     exchange: ex
     routing_key: "a.{decision}.{reason}"
+    batch: {max_events: 100, max_delay: 20ms}
+    heartbeat: 3s
+    confirm_timeout: 2s
 `,
 			want: Config{Sink: "rabbitmq", Events: []string{"deny"}, QueueSize: 50, SpoolDir: dir + "/gh", SpoolMaxBytes: 1 << 20,
-				RabbitMQ: RabbitMQConfig{URL: "amqp://u:envs3cret@127.0.0.1:5672/", URLEnv: "AUDIT_TEST_URL", Exchange: "ex", RoutingKey: "a.{decision}.{reason}"}},
+				RabbitMQ: RabbitMQConfig{URLs: []string{"amqp://u:envs3cret@127.0.0.1:5672/"}, URLEnv: "AUDIT_TEST_URL", Exchange: "ex", RoutingKey: "a.{decision}.{reason}",
+					Batch: Batch{MaxEvents: 100, MaxDelay: 20 * time.Millisecond}, Heartbeat: 3 * time.Second, ConfirmTimeout: 2 * time.Second}},
 		},
 		{
 			name: "url_file trimmed",
 			src:  "audit:\n  sink: rabbitmq\n  rabbitmq:\n    url_file: " + urlFile + "\n",
 			want: Config{Sink: "rabbitmq", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
-				RabbitMQ: RabbitMQConfig{URL: "amqp://u:s3cret@broker:5672/vh", URLFile: urlFile, Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}"}},
+				RabbitMQ: RabbitMQConfig{URLs: []string{"amqp://u:s3cret@broker:5672/vh"}, URLFile: urlFile, Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Heartbeat: 10 * time.Second, ConfirmTimeout: 5 * time.Second}},
 		},
 		{
 			name: "file sink",
@@ -91,7 +98,8 @@ func TestDecodeConfig(t *testing.T) {
 			name: "url not resolved unless sink rabbitmq",
 			src:  "audit:\n  sink: none\n  rabbitmq:\n    url_env: NOT_SET_ANYWHERE_42\n",
 			want: Config{Sink: "none", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
-				RabbitMQ: RabbitMQConfig{URLEnv: "NOT_SET_ANYWHERE_42", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}"}},
+				RabbitMQ: RabbitMQConfig{URLEnv: "NOT_SET_ANYWHERE_42", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Heartbeat: 10 * time.Second, ConfirmTimeout: 5 * time.Second}},
 		},
 		{
 			name: "default url_env unset",
@@ -134,10 +142,57 @@ func TestDecodeConfig(t *testing.T) {
 				`gatehouse.yaml:4:15: must be at least 1, got 0`,
 				`gatehouse.yaml:5:20: expected an integer, got "lots"`,
 				`gatehouse.yaml:6:3: unknown key "colour"`,
-				`gatehouse.yaml:9:5: give only one of url_env, url_file and url (got url_env, url)`,
+				`gatehouse.yaml:9:5: give only one of url_env, url_file, url and urls (got url_env, url)`,
 				`gatehouse.yaml:10:15: exchange must not be empty (the default exchange cannot be declared)`,
 				`gatehouse.yaml:11:18: routing_key: unknown placeholder {user} (known: {decision}, {reason})`,
 			},
+		},
+		{
+			name: "batch with defaults",
+			src:  "audit:\n  rabbitmq:\n    batch: {max_events: 1}\n    heartbeat: 2s\n",
+			want: Config{Sink: "stdout", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
+				RabbitMQ: RabbitMQConfig{URLEnv: "GATEHOUSE_AMQP_URL", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Batch: Batch{MaxEvents: 1, MaxDelay: 50 * time.Millisecond}, Heartbeat: 2 * time.Second, ConfirmTimeout: 5 * time.Second}},
+		},
+		{
+			name: "urls, a cluster's nodes in order",
+			src:  "audit:\n  sink: rabbitmq\n  rabbitmq:\n    urls: [\"amqp://u:s3cret@rmq-0:5672/\", \"amqp://u:s3cret@rmq-1:5672/\"]\n",
+			want: Config{Sink: "rabbitmq", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
+				RabbitMQ: RabbitMQConfig{URLs: []string{"amqp://u:s3cret@rmq-0:5672/", "amqp://u:s3cret@rmq-1:5672/"},
+					Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}", Heartbeat: 10 * time.Second, ConfirmTimeout: 5 * time.Second}},
+		},
+		{
+			name: "url_env with a comma-separated list",
+			src:  "audit:\n  sink: rabbitmq\n  rabbitmq:\n    url_env: AUDIT_TEST_URLS\n",
+			want: Config{Sink: "rabbitmq", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolMaxBytes: 1 << 30,
+				RabbitMQ: RabbitMQConfig{URLs: []string{"amqp://u:envs3cret@127.0.0.1:5672/", "amqp://u:envs3cret@127.0.0.2:5672/"},
+					URLEnv: "AUDIT_TEST_URLS", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}", Heartbeat: 10 * time.Second, ConfirmTimeout: 5 * time.Second}},
+		},
+		{
+			name: "a bad URL in a list is named by position",
+			src:  "audit:\n  sink: rabbitmq\n  rabbitmq:\n    url_env: AUDIT_TEST_BAD_URLS\n",
+			errs: []string{"gatehouse.yaml:4:14: environment variable AUDIT_TEST_BAD_URLS (URL 2 of 2): not a valid amqp:// or amqps:// URL"},
+		},
+		{
+			name: "batch and timeouts wrong",
+			src: `audit:
+  rabbitmq:
+    batch: {max_delay: 0s}
+    heartbeat: 0s
+    confirm_timeout: 10ms
+  spool_dir: ""
+`,
+			errs: []string{
+				`gatehouse.yaml:3:12: missing required key "max_events"`,
+				`gatehouse.yaml:3:24: max_delay must be more than 0`,
+				`gatehouse.yaml:4:16: heartbeat must be at least 1s`,
+				`gatehouse.yaml:5:22: confirm_timeout must be at least 100ms`,
+			},
+		},
+		{
+			name: "batch too large",
+			src:  "audit:\n  rabbitmq:\n    batch:\n      max_events: 5000\n      max_delay: 1s\n",
+			errs: []string{`gatehouse.yaml:4:19: max_events 5000 is too large (at most 1000)`},
 		},
 		{
 			name: "file sink without file",
@@ -170,12 +225,18 @@ func TestDecodeConfig(t *testing.T) {
 			src:  "audit:\n  sink: rabbitmq\n  spool_dir: " + dir + "/d\n  durable: true\n  fsync_interval: 5ms\n  rabbitmq:\n    url_env: AUDIT_TEST_URL\n",
 			want: Config{Sink: "rabbitmq", Events: []string{"allow", "deny"}, QueueSize: 10000, SpoolDir: dir + "/d",
 				SpoolMaxBytes: 1 << 30, Durable: true, FsyncInterval: 5 * time.Millisecond,
-				RabbitMQ: RabbitMQConfig{URL: "amqp://u:envs3cret@127.0.0.1:5672/", URLEnv: "AUDIT_TEST_URL", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}"}},
+				RabbitMQ: RabbitMQConfig{URLs: []string{"amqp://u:envs3cret@127.0.0.1:5672/"}, URLEnv: "AUDIT_TEST_URL", Exchange: "gatehouse.audit", RoutingKey: "auth.{decision}",
+					Heartbeat: DefaultHeartbeat, ConfirmTimeout: DefaultConfirmTimeout}},
 		},
 		{
 			name: "durable without spool_dir",
 			src:  "audit:\n  sink: rabbitmq\n  durable: true\n  rabbitmq:\n    url_env: AUDIT_TEST_URL\n",
 			errs: []string{"gatehouse.yaml:3:12: durable: true needs spool_dir"},
+		},
+		{
+			name: "durable with batch",
+			src:  "audit:\n  sink: rabbitmq\n  spool_dir: " + dir + "/d\n  durable: true\n  rabbitmq:\n    url_env: AUDIT_TEST_URL\n    batch: {max_events: 10, max_delay: 10ms}\n",
+			errs: []string{"gatehouse.yaml:4:12: durable: true cannot be combined with rabbitmq.batch yet (durable mode publishes each event from the spool on its own)"},
 		},
 		{
 			name: "durable with sink file",
@@ -249,7 +310,7 @@ func TestConfigEqual(t *testing.T) {
 	if !a.Equal(b) {
 		t.Fatal("two default configs differ")
 	}
-	b.RabbitMQ.URL = "amqp://other"
+	b.RabbitMQ.URLs = []string{"amqp://other"}
 	if a.Equal(b) {
 		t.Error("configs with different URLs are Equal")
 	}

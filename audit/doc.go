@@ -55,7 +55,25 @@
 // (or counts them dropped).
 // Consumers deduplicate on the id. Up to 512 publishes await confirms at once.
 // Reconnects back off from 100 ms to 10 s with jitter; a blocked connection
-// (connection.blocked) pauses publishing.
+// (connection.blocked) pauses publishing. A publish not confirmed within
+// confirm_timeout (default 5 s; a blocked connection's wait counts from the
+// unblock) closes the link: a silent network is noticed then rather than
+// after three heartbeats, and every socket write has the same deadline so
+// a full send buffer cannot block the worker. With several URLs
+// (urls, or a comma-separated url_env/url_file) internal/broker dials them
+// in order, starting after the broker whose link was lost.
+//
+// # Batches (audit.rabbitmq.batch, SPEC.md 12)
+//
+// Each routing key has an open batch: events are encoded into it as they
+// are read from the queue ("[" ev "," ev ... "]"), and it becomes one
+// message (content_type application/cloudevents-batch+json, message_id a
+// fresh id from the same sequence as event ids, type the events' type or
+// empty when they differ) when it holds max_events, reaches 1 MiB, or its
+// first event waited max_delay on the emitter's clock; Close flushes every
+// open batch. From then on a batch is a message like any other: confirmed,
+// returned, parked, re-sent and spooled whole, and counted as its number of
+// events in every result.
 //
 // # Spool and ordering
 //
@@ -93,9 +111,6 @@
 //
 // New event kinds (egress decisions, revocations applied) are Events with
 // their own type and the same envelope: fields here, filled by proxy.
-// Batched publishing (SPEC.md 12) belongs to the rabbitmq sink, per routing
-// key, with confirms and the spool per batch. What audit and the
-// revocation feed share about RabbitMQ (URL lists, dial with backoff,
-// confirms, returns) moves to internal/broker: jwks/revoke must not import
-// audit.
+// What audit and the revocation feed share about RabbitMQ (URL lists, the
+// dial over them) is in internal/broker: jwks/revoke must not import audit.
 package audit

@@ -256,7 +256,7 @@ func TestRabbitMQDurableTornTail(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg.RabbitMQ.URL = url
+	cfg.RabbitMQ.URLs = []string{url}
 	e, logs := newLogged(t, cfg)
 	c.waitAll(t, ids[:99], 30*time.Second)
 	waitFor(t, 20*time.Second, "spool emptied", func() bool { return len(segFiles(t, dir)) == 0 })

@@ -260,17 +260,21 @@ func (e *Emitter) encode(ev *Event, buf []byte) message {
 		t = e.now()
 	}
 	id := e.nextID()
-	key := e.keyAllow
+	return message{id: id, typ: EventType(ev.Decision), key: e.keyOf(ev), time: t,
+		body: appendCloudEvent(buf, ev, id, e.source, t)}
+}
+
+// keyOf is ev's routing key; no allocation unless the template has {reason}.
+func (e *Emitter) keyOf(ev *Event) string {
 	switch {
 	case e.keyAllow == "" && e.keyDeny == "":
-		key = routingKey(e.cfg.RabbitMQ.RoutingKey, ev)
+		return routingKey(e.cfg.RabbitMQ.RoutingKey, ev)
 	case ev.Decision == "deny":
-		key = e.keyDeny
+		return e.keyDeny
 	case ev.Decision != "allow":
-		key = routingKey(e.cfg.RabbitMQ.RoutingKey, ev)
+		return routingKey(e.cfg.RabbitMQ.RoutingKey, ev)
 	}
-	return message{id: id, typ: EventType(ev.Decision), key: key, time: t,
-		body: appendCloudEvent(buf, ev, id, e.source, t)}
+	return e.keyAllow
 }
 
 // dropReporter logs drops counted since the last report, at most once per

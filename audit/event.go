@@ -101,8 +101,14 @@ type message struct {
 	typ  string
 	key  string // routing key
 	time time.Time
-	body []byte // CloudEvent JSON, no trailing newline
+	body []byte // CloudEvent JSON, no trailing newline; a JSON array of them for a batch
+	// batch is the number of events in a batched message (SPEC.md 12), 0
+	// for a single event.
+	batch int
 }
+
+// events is how many events m carries.
+func (m *message) events() int { return max(m.batch, 1) }
 
 // timeLayout is RFC 3339 with microseconds, as SPEC.md 8's example.
 const timeLayout = "2006-01-02T15:04:05.000000Z07:00"

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gatehouse/gatehouse/internal/broker"
 )
 
 // Tuning of the rabbitmq sink.
@@ -21,7 +22,6 @@ const (
 	window       = 512
 	dialTimeout  = 5 * time.Second
 	setupTimeout = 10 * time.Second // dial + open + channel + confirm + exchange declare
-	heartbeat    = 10 * time.Second // bounds a publish stuck on a dead peer
 	backoffMin   = 100 * time.Millisecond
 	backoffMax   = 10 * time.Second
 	returnHold   = 250 * time.Millisecond // first pause of a routing key after a returned message
@@ -31,7 +31,17 @@ const (
 	// over all routing keys: a key nobody binds (a consumer that binds only
 	// auth.deny) would otherwise collect every event sent to it.
 	maxParked = window
+	// maxBatchBytes closes a batch early so that it always fits one spool
+	// record (maxRecord) and stays a reasonable AMQP message.
+	maxBatchBytes = 1 << 20
+	// maxKeptBatchBuf is the largest open-batch buffer kept for reuse.
+	maxKeptBatchBuf = 256 << 10
 )
+
+// errConfirmTimeout is why a link is closed when the broker stops
+// confirming: on a silent network (a blackhole) the heartbeat notices only
+// after about three intervals, and events pile up meanwhile.
+var errConfirmTimeout = errors.New("no publisher confirm within confirm_timeout")
 
 // rabbit is the rabbitmq sink's worker state. Everything here is owned by
 // the run goroutine except dial, which runs in its own goroutine and hands
@@ -65,7 +75,9 @@ type rabbit struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dial goroutines
 
-	link    // the current connection; zero while there is none
+	link        // the current connection; zero while there is none
+	broker  int // position of link's broker in cfg.URLs
+	dialer  *broker.Dialer
 	blocked bool
 	tag     uint64 // delivery tag of the last publish on ch
 
@@ -95,12 +107,27 @@ type rabbit struct {
 	batch       []message
 
 	durable durableState // audit.durable: see durable.go
+	// Batched mode (cfg.Batch.MaxEvents > 0): the open batch of each
+	// routing key. Keys come from the routing_key template, so there are
+	// few of them.
+	open        map[string]*openBatch
+	unblockedAt time.Time // confirm_timeout counts from here after connection.unblocked
 }
 
 type pending struct {
-	m   message
-	seg *segment // spool segment the message came from, nil for memory
-	tag uint64
+	m    message
+	seg  *segment // spool segment the message came from, nil for memory
+	tag  uint64
+	sent time.Time // publish time on the worker's clock, for confirm_timeout
+}
+
+// openBatch collects the events of one routing key until max_events,
+// maxBatchBytes or max_delay closes it into one message.
+type openBatch struct {
+	buf   []byte    // "[" then the events, comma-separated; reused
+	n     int       // events in buf
+	since time.Time // when the first event went in
+	typ   string    // the events' CloudEvents type, or "" when they differ
 }
 
 // keyHold is the state of a routing key the broker returned a message for.
@@ -124,7 +151,8 @@ type link struct {
 
 type dialResult struct {
 	link
-	err error
+	broker int // position in the URL list
+	err    error
 }
 
 func newRabbit(e *Emitter) (*rabbit, error) {
@@ -136,12 +164,28 @@ func newRabbit(e *Emitter) (*rabbit, error) {
 		holds:    map[string]*keyHold{},
 		dialRes:  make(chan dialResult, 1),
 		backoff:  backoffMin,
+		open:     map[string]*openBatch{},
 	}
-	if e.cfg.RabbitMQ.URL == "" {
+	if r.cfg.ConfirmTimeout <= 0 {
+		r.cfg.ConfirmTimeout = DefaultConfirmTimeout
+	}
+	if len(r.cfg.URLs) == 0 {
 		return nil, errors.New("audit: sink rabbitmq needs a broker URL")
 	}
-	if _, err := amqp.ParseURI(e.cfg.RabbitMQ.URL); err != nil {
-		return nil, errors.New("audit: the rabbitmq URL is not a valid amqp:// or amqps:// URL")
+	for i, u := range r.cfg.URLs {
+		if _, err := amqp.ParseURI(u); err != nil {
+			return nil, fmt.Errorf("audit: rabbitmq URL %d of %d is not a valid amqp:// or amqps:// URL", i+1, len(r.cfg.URLs))
+		}
+	}
+	r.dialer = &broker.Dialer{
+		URLs:         r.cfg.URLs,
+		Name:         "gatehouse audit",
+		Heartbeat:    r.cfg.Heartbeat,
+		DialTimeout:  dialTimeout,
+		SetupTimeout: setupTimeout,
+		// A silent network fills the socket buffers and a publish would
+		// block the worker, which then could not see confirm_timeout.
+		WriteTimeout: r.cfg.ConfirmTimeout,
 	}
 	if e.cfg.SpoolDir != "" {
 		s, err := openSpool(e.cfg.SpoolDir, e.cfg.SpoolMaxBytes, defaultSegment, r.log)
@@ -179,6 +223,10 @@ func (r *rabbit) run() {
 		if r.conn == nil && !r.dialing && !now.Before(r.nextDial) {
 			r.startDial()
 		}
+		if r.confirmOverdue(now) {
+			r.lost(errConfirmTimeout)
+		}
+		r.flushBatches(now, stopCtx != nil)
 		r.pump(now)
 		r.commit(now)
 		if stopCtx != nil && r.finished() {
@@ -221,6 +269,7 @@ func (r *rabbit) run() {
 				if b.Active {
 					r.log.Warn("audit broker blocked publishing", "reason", b.Reason)
 				} else {
+					r.unblockedAt = e.now()
 					r.log.Info("audit broker unblocked publishing")
 				}
 			}
@@ -302,13 +351,114 @@ func (r *rabbit) pump(now time.Time) {
 			select {
 			case qp := <-r.e.q:
 				ev := recv(qp)
-				p = pending{m: r.encode(&ev)}
+				if r.cfg.Batch.MaxEvents == 0 {
+					p = pending{m: r.encode(&ev)}
+					break
+				}
+				m, full := r.addToBatch(&ev, now)
+				if !full {
+					continue
+				}
+				p = pending{m: m}
 			default:
 				return
 			}
 		}
 		r.send(p, now)
 	}
+}
+
+// addToBatch encodes ev into its routing key's open batch and returns the
+// batch as a message when that made it full.
+func (r *rabbit) addToBatch(ev *Event, now time.Time) (message, bool) {
+	key := r.e.keyOf(ev)
+	b := r.open[key]
+	if b == nil {
+		b = &openBatch{}
+		r.open[key] = b
+	}
+	typ := EventType(ev.Decision)
+	if b.n == 0 {
+		b.buf = append(b.buf[:0], '[')
+		b.since, b.typ = now, typ
+	} else {
+		b.buf = append(b.buf, ',')
+		if b.typ != typ {
+			b.typ = ""
+		}
+	}
+	b.buf = r.e.encode(ev, b.buf).body
+	b.n++
+	if b.n >= r.cfg.Batch.MaxEvents || len(b.buf) >= maxBatchBytes {
+		return r.closeBatch(key, b, now), true
+	}
+	return message{}, false
+}
+
+// closeBatch turns b into a message with its own id (SPEC.md 12: the
+// batch's message_id is not any event's) and empties b.
+func (r *rabbit) closeBatch(key string, b *openBatch, now time.Time) message {
+	body := make([]byte, len(b.buf)+1)
+	copy(body, b.buf)
+	body[len(b.buf)] = ']'
+	m := message{id: r.e.nextID(), typ: b.typ, key: key, time: now, body: body, batch: b.n}
+	b.n = 0
+	if cap(b.buf) > maxKeptBatchBuf {
+		// One batch of huge events must not pin a megabyte per routing key.
+		b.buf = nil
+	}
+	return m
+}
+
+// flushBatches closes the batches whose first event waited max_delay (all
+// of them while stopping) and hands each on as take would an event.
+func (r *rabbit) flushBatches(now time.Time, all bool) {
+	for key, b := range r.open {
+		if b.n > 0 && (all || now.Sub(b.since) >= r.cfg.Batch.MaxDelay) {
+			r.dispatch(r.closeBatch(key, b, now), now)
+		}
+	}
+}
+
+// openEvents is how many events wait in open batches.
+func (r *rabbit) openEvents() int {
+	n := 0
+	for _, b := range r.open {
+		n += b.n
+	}
+	return n
+}
+
+// dispatch hands on a new message: published at once when nothing older
+// waits, else spooled behind the older ones, else kept in retry.
+func (r *rabbit) dispatch(m message, now time.Time) {
+	spoolOK := r.spoolOK()
+	switch {
+	case r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()):
+		r.send(pending{m: m}, now)
+	case spoolOK:
+		r.spoolMessages([]message{m})
+	default:
+		r.retry = append(r.retry, pending{m: m})
+	}
+}
+
+// confirmOverdue reports whether the oldest publish waited confirm_timeout
+// for its confirm. A blocked connection is not dead: the broker stopped
+// reading on purpose, so the wait counts only from the unblock.
+func (r *rabbit) confirmOverdue(now time.Time) bool {
+	if r.ch == nil || r.blocked || len(r.inflight) == 0 {
+		return false
+	}
+	return now.Sub(r.confirmSince()) >= r.cfg.ConfirmTimeout
+}
+
+func (r *rabbit) confirmSince() time.Time {
+	since := r.inflight[0].sent
+	if r.unblockedAt.After(since) {
+		since = r.unblockedAt
+	}
+	return since
 }
 
 // send publishes p, or parks it when its routing key is held.
@@ -349,8 +499,8 @@ func (r *rabbit) park(h *keyHold, p pending, now time.Time) {
 		r.nParked++
 		return
 	}
-	r.e.c.dropped.Inc()
-	r.e.drops.Add(1)
+	r.e.c.dropped.Add(float64(p.m.events()))
+	r.e.drops.Add(uint64(p.m.events()))
 	if p.seg != nil {
 		r.spool.ack(p.seg) // given up: its record need not be replayed
 	}
@@ -371,9 +521,19 @@ func (r *rabbit) encode(ev *Event) message {
 	return m
 }
 
+// Content types of a published message (SPEC.md 8 and 12).
+const (
+	contentSingle = "application/json"
+	contentBatch  = "application/cloudevents-batch+json"
+)
+
 func (r *rabbit) publish(p pending) {
+	ct := contentSingle
+	if p.m.batch > 0 {
+		ct = contentBatch
+	}
 	_, err := r.ch.PublishWithDeferredConfirmWithContext(r.ctx, r.cfg.Exchange, p.m.key, true, false, amqp.Publishing{
-		ContentType:  "application/json",
+		ContentType:  ct,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    p.m.id,
 		Type:         p.m.typ,
@@ -387,7 +547,7 @@ func (r *rabbit) publish(p pending) {
 		return
 	}
 	r.tag++
-	p.tag = r.tag
+	p.tag, p.sent = r.tag, r.e.now()
 	r.inflight = append(r.inflight, p)
 }
 
@@ -408,6 +568,14 @@ func (r *rabbit) acceptQueue(now time.Time, stopping bool) bool {
 	return r.ch == nil || r.blocked || stopping || len(r.e.q) > cap(r.e.q)/2
 }
 
+func countEvents(msgs []message) int {
+	n := 0
+	for i := range msgs {
+		n += msgs[i].events()
+	}
+	return n
+}
+
 // spoolRefusing reports whether the spool refused a record and has not
 // shrunk since. Reading the queue then would only move events from the
 // bounded queue to retry, in memory without bound; leaving them in the
@@ -422,6 +590,10 @@ func (r *rabbit) spoolRefusing() bool {
 // take handles an event read from the queue: published at once when
 // nothing older waits, else spooled with whatever else is queued.
 func (r *rabbit) take(ev Event, now time.Time) {
+	if r.cfg.Batch.MaxEvents > 0 {
+		r.takeBatched(ev, now)
+		return
+	}
 	spoolOK := r.spoolOK()
 	if r.canPublish() && len(r.retry) == 0 && (!spoolOK || r.spool.empty()) && !r.durableSpool() {
 		r.send(pending{m: r.encode(&ev)}, now)
@@ -446,12 +618,31 @@ fill:
 	r.spoolMessages(r.batch)
 }
 
+// takeBatched adds ev and whatever else is queued (up to maxBatch events)
+// to the open batches, handing on each batch that fills.
+func (r *rabbit) takeBatched(ev Event, now time.Time) {
+	for i := 0; ; i++ {
+		if m, full := r.addToBatch(&ev, now); full {
+			r.dispatch(m, now)
+		}
+		if i == maxBatch {
+			return
+		}
+		select {
+		case qp := <-r.e.q:
+			ev = recv(qp)
+		default:
+			return
+		}
+	}
+}
+
 // spoolMessages appends msgs to the spool; what does not fit waits in retry
 // (at most one batch: acceptQueue stops reading the queue once the spool
 // refuses a record, until it shrinks).
 func (r *rabbit) spoolMessages(msgs []message) {
 	n, err := r.spool.append(msgs)
-	r.e.c.spooled.Add(float64(n))
+	r.e.c.spooled.Add(float64(countEvents(msgs[:n])))
 	if err != nil {
 		if !errors.Is(err, errSpoolFull) {
 			r.spoolBroken = true
@@ -507,7 +698,7 @@ func (r *rabbit) confirm(c amqp.Confirmation) {
 		case !c.Ack:
 			r.retry = append(r.retry, p)
 		default:
-			r.e.c.published.Inc()
+			r.e.c.published.Add(float64(p.m.events()))
 			if p.seg != nil {
 				r.spool.ack(p.seg)
 			}
@@ -555,7 +746,12 @@ func (r *rabbit) lost(err error) {
 		return
 	}
 	r.requeueUnconfirmed()
-	r.log.Warn("audit broker connection lost", "err", err, "unconfirmed", len(r.retry))
+	r.log.Warn("audit broker connection lost", "err", err, "unconfirmed", len(r.retry), "broker", r.brokerLabel())
+	// The next dial starts with the broker after this one: a node that
+	// stopped answering confirms may well still accept connections.
+	if r.dialer != nil {
+		r.dialer.Failed(r.broker)
+	}
 	r.closeConn()
 	r.scheduleDial()
 }
@@ -616,6 +812,18 @@ func (r *rabbit) nextWake(now time.Time) (time.Duration, bool) {
 			}
 		}
 	}
+	for _, b := range r.open {
+		if b.n > 0 {
+			if due := b.since.Add(r.cfg.Batch.MaxDelay); at.IsZero() || due.Before(at) {
+				at = due
+			}
+		}
+	}
+	if r.ch != nil && !r.blocked && len(r.inflight) > 0 {
+		if due := r.confirmSince().Add(r.cfg.ConfirmTimeout); at.IsZero() || due.Before(at) {
+			at = due
+		}
+	}
 	if r.spool != nil && !r.spool.locked && !r.spoolBroken {
 		// Poll for the lock the replaced emitter releases when it closes.
 		if poll := now.Add(100 * time.Millisecond); at.IsZero() || poll.Before(at) {
@@ -634,7 +842,7 @@ func (r *rabbit) startDial() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.dialRes <- dial(r.ctx, r.cfg)
+		r.dialRes <- dial(r.ctx, r.dialer, r.cfg.Exchange)
 	}()
 }
 
@@ -650,78 +858,50 @@ func (r *rabbit) connected(res dialResult) {
 		r.scheduleDial()
 		return
 	}
-	r.link = res.link
+	r.link, r.broker = res.link, res.broker
 	r.backoff, r.down = backoffMin, false
-	r.log.Info("audit broker connected", "exchange", r.cfg.Exchange)
+	r.log.Info("audit broker connected", "exchange", r.cfg.Exchange, "broker", r.brokerLabel())
 }
 
-// dial connects, opens a confirming channel and declares the exchange, all
-// bounded by setupTimeout and ctx. Errors never contain the URL.
-func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
-	setup, cancel := context.WithTimeout(ctx, setupTimeout)
-	defer cancel()
-	var (
-		mu  sync.Mutex
-		raw net.Conn
-	)
-	// Closing the socket is the one way to interrupt amqp091's blocking
-	// handshake and RPCs.
-	stop := context.AfterFunc(setup, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if raw != nil {
-			raw.Close()
+// brokerLabel names the current broker for logs ("broker 2 of 3"), never
+// by its URL.
+func (r *rabbit) brokerLabel() string {
+	if r.dialer == nil {
+		return "broker"
+	}
+	return r.dialer.Label(r.broker)
+}
+
+// dial connects to the first broker of the list that answers (starting
+// after the last one that failed), opens a confirming channel and declares
+// the exchange, each attempt bounded by setupTimeout and ctx. Errors name a
+// broker by its position, never by its URL.
+func dial(ctx context.Context, d *broker.Dialer, exchange string) dialResult {
+	var res dialResult
+	conn, i, err := d.Dial(ctx, func(_ context.Context, conn *amqp.Connection) error {
+		res = dialResult{link: link{conn: conn}}
+		res.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
+		res.blockedC = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open channel: %w", err)
 		}
-	})
-	defer stop()
-	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
-		Heartbeat:  heartbeat,
-		Properties: amqp.Table{"connection_name": "gatehouse audit", "product": "gatehouse"},
-		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{Timeout: dialTimeout}).DialContext(setup, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			// amqp091 clears this deadline once the handshake is done.
-			if err := c.SetDeadline(time.Now().Add(setupTimeout)); err != nil {
-				c.Close()
-				return nil, err
-			}
-			mu.Lock()
-			raw = c
-			mu.Unlock()
-			return c, nil
-		},
+		res.ch = ch
+		res.chClose = ch.NotifyClose(make(chan *amqp.Error, 1))
+		res.confirms = ch.NotifyPublish(make(chan amqp.Confirmation, 2*window))
+		res.returns = ch.NotifyReturn(make(chan amqp.Return, 2*window))
+		if err := ch.Confirm(false); err != nil {
+			return fmt.Errorf("enable publisher confirms: %w", err)
+		}
+		if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare exchange %s: %w", exchange, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return dialResult{err: fmt.Errorf("dial: %w", err)}
+		return dialResult{err: err}
 	}
-	res := dialResult{link: link{conn: conn}}
-	fail := func(op string, err error) dialResult {
-		conn.Close()
-		if setup.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, setup.Err())
-		}
-		return dialResult{err: fmt.Errorf("%s: %w", op, err)}
-	}
-	res.connClose = conn.NotifyClose(make(chan *amqp.Error, 1))
-	res.blockedC = conn.NotifyBlocked(make(chan amqp.Blocking, 16))
-	if res.ch, err = conn.Channel(); err != nil {
-		return fail("open channel", err)
-	}
-	res.chClose = res.ch.NotifyClose(make(chan *amqp.Error, 1))
-	res.confirms = res.ch.NotifyPublish(make(chan amqp.Confirmation, 2*window))
-	res.returns = res.ch.NotifyReturn(make(chan amqp.Return, 2*window))
-	if err := res.ch.Confirm(false); err != nil {
-		return fail("enable publisher confirms", err)
-	}
-	if err := res.ch.ExchangeDeclare(cfg.Exchange, "topic", true, false, false, false, nil); err != nil {
-		return fail("declare exchange "+cfg.Exchange, err)
-	}
-	if !stop() {
-		conn.Close()
-		return dialResult{err: fmt.Errorf("connect: %w", context.DeadlineExceeded)}
-	}
+	res.conn, res.broker = conn, i
 	return res
 }
 
@@ -730,7 +910,7 @@ func dial(ctx context.Context, cfg RabbitMQConfig) dialResult {
 // messages do not keep Close waiting: their routing key had no bound queue
 // at the last try; shutdown spools them (or counts them dropped).
 func (r *rabbit) finished() bool {
-	if len(r.e.q) > 0 || len(r.inflight) > 0 {
+	if len(r.e.q) > 0 || len(r.inflight) > 0 || r.openEvents() > 0 {
 		return false
 	}
 	return len(r.retry) == 0 || (r.ch == nil && r.spoolOK())
@@ -750,22 +930,32 @@ func (r *rabbit) shutdown() {
 		}
 	}
 	r.retry, r.inflight, r.holds, r.nParked = nil, nil, nil, 0
+	now := r.e.now()
 	for drained := false; !drained; {
 		select {
 		case qp := <-r.e.q:
 			ev := recv(qp)
-			left = append(left, r.encode(&ev))
+			if r.cfg.Batch.MaxEvents == 0 {
+				left = append(left, r.encode(&ev))
+			} else if m, full := r.addToBatch(&ev, now); full {
+				left = append(left, m)
+			}
 		default:
 			drained = true
+		}
+	}
+	for key, b := range r.open {
+		if b.n > 0 {
+			left = append(left, r.closeBatch(key, b, now))
 		}
 	}
 	if len(left) > 0 {
 		n := 0
 		if r.spoolOK() {
 			n, _ = r.spool.append(left)
-			r.e.c.spooled.Add(float64(n))
+			r.e.c.spooled.Add(float64(countEvents(left[:n])))
 		}
-		if d := len(left) - n; d > 0 {
+		if d := countEvents(left[n:]); d > 0 {
 			r.e.c.dropped.Add(float64(d))
 			r.e.drops.Add(uint64(d))
 			r.log.Error("audit events lost at shutdown", "count", d)

@@ -52,6 +52,7 @@ type collector struct {
 	order  []string       // request ids in arrival order
 	total  int
 	bad    []string
+	msgs   []delivered
 }
 
 func startCollector(t testing.TB, url, exchange string, bind bool) *collector {
@@ -125,43 +126,86 @@ func (c *collector) consume(ready chan struct{}) error {
 }
 
 func (c *collector) record(d amqp.Delivery) {
-	var ce cloudEvent
-	err := json.Unmarshal(d.Body, &ce)
 	var problems []string
-	if err != nil {
-		problems = append(problems, "body: "+err.Error())
-	}
-	decision, _ := ce.Data["decision"].(string)
-	if d.ContentType != "application/json" {
+	var events []cloudEvent
+	switch d.ContentType {
+	case contentSingle:
+		var ce cloudEvent
+		if err := json.Unmarshal(d.Body, &ce); err != nil {
+			problems = append(problems, "body: "+err.Error())
+		}
+		events = []cloudEvent{ce}
+		if d.MessageId == "" || d.MessageId != ce.ID {
+			problems = append(problems, fmt.Sprintf("message_id %q, body id %q", d.MessageId, ce.ID))
+		}
+		if d.Type != ce.Type {
+			problems = append(problems, "type "+d.Type)
+		}
+	case contentBatch:
+		if err := json.Unmarshal(d.Body, &events); err != nil || len(events) == 0 {
+			problems = append(problems, fmt.Sprintf("batch body: %v (%d events)", err, len(events)))
+		}
+		for _, ce := range events {
+			if d.MessageId == "" || d.MessageId == ce.ID {
+				problems = append(problems, fmt.Sprintf("batch message_id %q is not the batch's own", d.MessageId))
+			}
+			if d.Type != "" && d.Type != ce.Type {
+				problems = append(problems, "batch type "+d.Type+", event type "+ce.Type)
+			}
+		}
+	default:
 		problems = append(problems, "content_type "+d.ContentType)
-	}
-	if d.MessageId == "" || d.MessageId != ce.ID {
-		problems = append(problems, fmt.Sprintf("message_id %q, body id %q", d.MessageId, ce.ID))
-	}
-	if d.Type != "gatehouse.auth."+decision || d.Type != ce.Type {
-		problems = append(problems, "type "+d.Type)
 	}
 	if d.DeliveryMode != amqp.Persistent {
 		problems = append(problems, fmt.Sprintf("delivery mode %d", d.DeliveryMode))
 	}
-	if d.RoutingKey != "auth."+decision {
-		problems = append(problems, "routing key "+d.RoutingKey)
-	}
 	if d.Exchange != c.exchange {
 		problems = append(problems, "exchange "+d.Exchange)
 	}
-	if ts, _ := time.Parse(time.RFC3339Nano, ce.Time); d.Timestamp.IsZero() || !d.Timestamp.Equal(ts.Truncate(time.Second)) {
-		problems = append(problems, fmt.Sprintf("timestamp %v, event time %s", d.Timestamp, ce.Time))
+	if d.Timestamp.IsZero() {
+		problems = append(problems, "no timestamp")
+	}
+	var rids []string
+	for _, ce := range events {
+		decision, _ := ce.Data["decision"].(string)
+		if ce.Type != "gatehouse.auth."+decision {
+			problems = append(problems, "event type "+ce.Type)
+		}
+		if d.RoutingKey != "auth."+decision {
+			problems = append(problems, "routing key "+d.RoutingKey)
+		}
+		if d.ContentType == contentSingle {
+			if ts, _ := time.Parse(time.RFC3339Nano, ce.Time); !d.Timestamp.Equal(ts.Truncate(time.Second)) {
+				problems = append(problems, fmt.Sprintf("timestamp %v, event time %s", d.Timestamp, ce.Time))
+			}
+		}
+		rid, _ := ce.Data["request_id"].(string)
+		rids = append(rids, rid)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	rid, _ := ce.Data["request_id"].(string)
-	c.counts[rid]++
-	c.order = append(c.order, rid)
-	c.total++
-	if len(problems) > 0 && len(c.bad) < 10 {
-		c.bad = append(c.bad, rid+": "+strings.Join(problems, "; "))
+	for _, rid := range rids {
+		c.counts[rid]++
+		c.order = append(c.order, rid)
+		c.total++
 	}
+	c.msgs = append(c.msgs, delivered{contentType: d.ContentType, key: d.RoutingKey, ids: rids})
+	if len(problems) > 0 && len(c.bad) < 10 {
+		c.bad = append(c.bad, strings.Join(rids, ",")+": "+strings.Join(problems, "; "))
+	}
+}
+
+// delivered is one AMQP message as the collector saw it.
+type delivered struct {
+	contentType string
+	key         string
+	ids         []string // request ids of its events, in body order
+}
+
+func (c *collector) messages() []delivered {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]delivered(nil), c.msgs...)
 }
 
 func (c *collector) bind() {
@@ -230,6 +274,7 @@ type tcpProxy struct {
 	ln     net.Listener
 	target string
 	cutOff atomic.Bool
+	paused atomic.Bool // blackhole: nothing forwarded either way, nothing closed
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	downs  []*lockedConn // client sides, for inject
@@ -279,13 +324,25 @@ func (p *tcpProxy) serve() {
 		p.wg.Add(2)
 		go func() {
 			defer p.wg.Done()
-			io.Copy(up, c)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := c.Read(buf)
+				p.waitResumed()
+				if n > 0 {
+					if _, werr := up.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			up.Close()
 			c.Close()
 		}()
 		go func() {
 			defer p.wg.Done()
-			copyFrames(down, up)
+			copyFrames(down, up, p.waitResumed)
 			up.Close()
 			c.Close()
 		}()
@@ -307,7 +364,7 @@ func (l *lockedConn) writeFrame(b []byte) error {
 
 // copyFrames forwards the broker's AMQP frames (type, channel, size,
 // payload, 0xCE) one whole frame at a time.
-func copyFrames(dst *lockedConn, src net.Conn) {
+func copyFrames(dst *lockedConn, src net.Conn, wait func()) {
 	br := bufio.NewReader(src)
 	for {
 		hdr := make([]byte, 7)
@@ -319,6 +376,7 @@ func copyFrames(dst *lockedConn, src net.Conn) {
 		if _, err := io.ReadFull(br, frame[7:]); err != nil {
 			return
 		}
+		wait()
 		if dst.writeFrame(frame) != nil {
 			return
 		}
@@ -370,6 +428,16 @@ func (p *tcpProxy) cut() {
 }
 
 func (p *tcpProxy) restore() { p.cutOff.Store(false) }
+
+// pause makes p a blackhole (false resumes): connections stay open, new ones
+// are accepted, and nothing more is forwarded either way until resumed.
+func (p *tcpProxy) pause(on bool) { p.paused.Store(on) }
+
+func (p *tcpProxy) waitResumed() {
+	for p.paused.Load() && !p.cutOff.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 func (p *tcpProxy) url() string { return "amqp://guest:guest@" + p.ln.Addr().String() + "/" }
 
@@ -434,7 +502,7 @@ func rabbitConfig(url, exchange string) Config {
 	cfg := DefaultConfig()
 	cfg.Sink = SinkRabbitMQ
 	cfg.QueueSize = 20000
-	cfg.RabbitMQ.URL = url
+	cfg.RabbitMQ.URLs = []string{url}
 	cfg.RabbitMQ.Exchange = exchange
 	return cfg
 }

@@ -21,6 +21,7 @@ import (
 //
 //	length uint32 LE | crc32c(payload) uint32 LE | payload
 //	payload: version 1 | time unix ns int64 LE | id, type, key (each u16 LE length + bytes) | body
+//	batch:   version 2 | time | events uint32 LE | id, type, key | body (a JSON array)
 //
 // A process never appends to a segment it did not create: segments found at
 // start are replayed and a new one is opened for writing. A torn or corrupt
@@ -244,14 +245,24 @@ func (s *spool) closeWriter() {
 }
 
 func recordSize(m message) int {
-	return recordHeader + 1 + 8 + 6 + len(m.id) + len(m.typ) + len(m.key) + len(m.body)
+	n := recordHeader + 1 + 8 + 6 + len(m.id) + len(m.typ) + len(m.key) + len(m.body)
+	if m.batch > 0 {
+		n += 4
+	}
+	return n
 }
 
 func appendRecord(b []byte, m message) []byte {
 	start := len(b)
 	b = append(b, make([]byte, recordHeader)...)
-	b = append(b, 1)
-	b = binary.LittleEndian.AppendUint64(b, uint64(m.time.UnixNano()))
+	if m.batch > 0 {
+		b = append(b, 2)
+		b = binary.LittleEndian.AppendUint64(b, uint64(m.time.UnixNano()))
+		b = binary.LittleEndian.AppendUint32(b, uint32(m.batch))
+	} else {
+		b = append(b, 1)
+		b = binary.LittleEndian.AppendUint64(b, uint64(m.time.UnixNano()))
+	}
 	for _, s := range []string{m.id, m.typ, m.key} {
 		b = binary.LittleEndian.AppendUint16(b, uint16(len(s)))
 		b = append(b, s...)
@@ -266,10 +277,20 @@ func appendRecord(b []byte, m message) []byte {
 var errBadRecord = errors.New("torn or corrupt record")
 
 func parseRecord(p []byte) (message, error) {
-	if len(p) < 1+8+6 || p[0] != 1 {
+	if len(p) < 1+8+6 || (p[0] != 1 && p[0] != 2) {
 		return message{}, errBadRecord
 	}
 	m := message{time: time.Unix(0, int64(binary.LittleEndian.Uint64(p[1:]))).UTC()}
+	if p[0] == 2 {
+		if len(p) < 1+8+4+6 {
+			return message{}, errBadRecord
+		}
+		m.batch = int(binary.LittleEndian.Uint32(p[9:]))
+		if m.batch == 0 {
+			return message{}, errBadRecord
+		}
+		p = p[4:]
+	}
 	p = p[9:]
 	var fields [3]string
 	for i := range fields {

@@ -51,7 +51,11 @@ func TestSpoolOrderAcrossSegmentsAndRestart(t *testing.T) {
 	s := mustOpen(t, dir, 1<<20, 200) // tiny segments: several files
 	var in []message
 	for i := range 50 {
-		in = append(in, testMsg(i))
+		m := testMsg(i)
+		if i%7 == 3 { // batches (record version 2) between single events
+			m.batch, m.body = i, []byte(fmt.Sprintf(`[{"n":%d},{"n":0}]`, i))
+		}
+		in = append(in, m)
 	}
 	if n, err := s.append(in[:30]); n != 30 || err != nil {
 		t.Fatalf("append = %d, %v", n, err)
@@ -74,7 +78,7 @@ func TestSpoolOrderAcrossSegmentsAndRestart(t *testing.T) {
 	}
 	for i, m := range got {
 		w := in[i]
-		if m.id != w.id || m.typ != w.typ || m.key != w.key || !m.time.Equal(w.time) || string(m.body) != string(w.body) {
+		if m.id != w.id || m.typ != w.typ || m.key != w.key || !m.time.Equal(w.time) || string(m.body) != string(w.body) || m.batch != w.batch {
 			t.Fatalf("record %d = %+v, want %+v", i, m, w)
 		}
 	}

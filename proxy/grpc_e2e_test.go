@@ -178,8 +178,8 @@ func newGRPCWorld(t *testing.T) *grpcWorld {
 	deadURL := "http://" + dead.Addr().String()
 	dead.Close()
 	cfg := w.configWith(cfgOpts{
-		extra:    "upstream_protocol: h2c\nlimits:\n  max_body_bytes: 6291456\n",
-		routes:   grpcRoutes(deadURL),
+		extra:  "upstream_protocol: h2c\nlimits:\n  max_body_bytes: 6291456\n",
+		routes: grpcRoutes(deadURL),
 		// 6s, not less: a 4 MiB unary call under -race on a loaded 2-core
 		// machine has taken longer than 1s to its response headers.
 		timeouts: "  upstream: 6s\n",

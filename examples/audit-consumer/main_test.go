@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -16,8 +17,9 @@ import (
 	"github.com/gatehouse/gatehouse/proxy/proxytest"
 )
 
-// TestRun publishes two events as gatehouse does and checks that the
-// consumer prints the bound one as one JSON line and skips the other.
+// TestRun publishes events as gatehouse does, one per message and batched,
+// and checks that the consumer prints the bound ones as JSON lines in order,
+// skips the others, and consumes from a quorum queue.
 func TestRun(t *testing.T) {
 	url := audittest.BrokerURL(t)
 	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)})
@@ -28,6 +30,7 @@ func TestRun(t *testing.T) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	exchange := "gh-test-consumer-" + hex.EncodeToString(rnd[:])
+	queue := "gh-test-consumer-q-" + hex.EncodeToString(rnd[:])
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +45,7 @@ func TestRun(t *testing.T) {
 		defer c.Close()
 		if ch, err := c.Channel(); err == nil {
 			ch.ExchangeDelete(exchange, false, false)
+			ch.QueueDelete(queue, false, false, false)
 		}
 	}()
 
@@ -51,7 +55,7 @@ func TestRun(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, options{url: url, exchange: exchange, binding: "auth.deny"}, out, slog.New(slog.DiscardHandler), ready)
+		done <- run(ctx, options{url: "amqp://guest:guest@127.0.0.1:1/," + url, exchange: exchange, binding: "auth.deny", queue: queue}, out, slog.New(slog.DiscardHandler), ready)
 	}()
 	select {
 	case <-ready:
@@ -60,14 +64,23 @@ func TestRun(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("consumer did not bind")
 	}
-	for _, d := range []string{"allow", "deny"} {
-		body := `{ "specversion": "1.0", "type": "gatehouse.auth.` + d + `", "id": "id-` + d + `", "data": {"decision": "` + d + `"} }`
-		if err := ch.Publish(exchange, "auth."+d, false, false, amqp.Publishing{ContentType: "application/json", Body: []byte(body)}); err != nil {
+	event := func(d, id string) string {
+		return `{ "specversion": "1.0", "type": "gatehouse.auth.` + d + `", "id": "` + id + `", "data": {"decision": "` + d + `"} }`
+	}
+	for _, m := range []struct{ key, ct, body string }{
+		{"auth.allow", "application/json", event("allow", "id-allow")},
+		{"auth.deny", "application/json", event("deny", "id-deny")},
+		{"auth.deny", "application/cloudevents-batch+json", "[ " + event("deny", "id-b1") + ",\n" + event("deny", "id-b2") + " ]"},
+		{"auth.deny", "application/cloudevents-batch+json", `{"not": "an array"}`},
+		{"auth.deny", "application/json", `["not an object"]`},
+		{"auth.deny", "application/json", event("deny", "id-last")},
+	} {
+		if err := ch.Publish(exchange, m.key, false, false, amqp.Publishing{ContentType: m.ct, Body: []byte(m.body)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "\n") {
+	for strings.Count(out.String(), "\n") < 4 {
 		if time.Now().After(deadline) {
 			t.Fatal("no event printed")
 		}
@@ -78,14 +91,24 @@ func TestRun(t *testing.T) {
 		t.Fatalf("run after cancel: %v", err)
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	if len(lines) != 1 {
-		t.Fatalf("printed %q, want the deny event only", lines)
+	var got []string
+	for _, l := range lines {
+		var ev struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || strings.Contains(l, " ") {
+			t.Errorf("line %q: want compact JSON of an event (%v)", l, err)
+		}
+		got = append(got, ev.ID)
 	}
-	var ev struct {
-		ID   string `json:"id"`
-		Type string `json:"type"`
+	if want := "id-deny id-b1 id-b2 id-last"; strings.Join(got, " ") != want {
+		t.Errorf("printed events %q, want %q (deny ones only, a batch's in order, malformed skipped)", got, want)
 	}
-	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil || ev.ID != "id-deny" || strings.Contains(lines[0], " ") {
-		t.Errorf("line %q: want compact JSON of the deny event (%v)", lines[0], err)
+	// A quorum queue refuses to be declared again as a classic one.
+	_, err = ch.QueueDeclare(queue, true, false, false, false, amqp.Table{"x-queue-type": "classic"})
+	var aerr *amqp.Error
+	if !errors.As(err, &aerr) || aerr.Code != amqp.PreconditionFailed {
+		t.Errorf("declaring %s as classic: %v, want PRECONDITION_FAILED (it must be a quorum queue)", queue, err)
 	}
 }

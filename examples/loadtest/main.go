@@ -210,7 +210,7 @@ type config struct {
 	name   string
 	alg    string
 	tokens tokenMode
-	sink   string // audit sink: file or rabbitmq
+	sink   string // audit sink: file, stdout, rabbitmq or rabbitmq-batch (batch of 100, 50ms)
 	// assertion turns upstream_assertion on (an Ed25519 key made per run):
 	// issue 16's target is >= 0.9x of one-rs256.
 	assertion bool
@@ -239,6 +239,8 @@ var allConfigs = []config{
 	{name: "one-rs256-assertion", alg: "RS256", tokens: tokensOne, sink: "file", status: 200, assertion: true, note: "one-rs256 with upstream_assertion on (EdDSA)"},
 	{name: "one-rs256-rabbitmq", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", status: 200, note: "one-rs256 with the RabbitMQ audit sink (not targeted: the broker shares the cores)"},
 	{name: "one-rs256-rabbitmq-durable", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", durable: true, status: 200, note: "one-rs256-rabbitmq with audit.durable: every event through the spool file (fsync_interval 50ms)"},
+	{name: "one-rs256-stdout", alg: "RS256", tokens: tokensOne, sink: "stdout", status: 200, note: "one-rs256 with the stdout audit sink (read by this program through a pipe): the reference of the issue-15 ratio"},
+	{name: "one-rs256-rabbitmq-batch", alg: "RS256", tokens: tokensOne, sink: "rabbitmq-batch", status: 200, note: "one-rs256 with the RabbitMQ audit sink, batch {max_events: 100, max_delay: 50ms} (issue 15: >= 0.97x one-rs256-stdout)"},
 }
 
 func configNames() []string {
@@ -331,10 +333,10 @@ func drive(o *options, stdout, stderr io.Writer) error {
 	e.jwks = jwkstest.NewServer(e.keys["RS256"], e.keys["ES256"])
 	defer e.jwks.Close()
 
-	if slices.ContainsFunc(cfgs, func(c config) bool { return c.sink == "rabbitmq" }) {
+	if slices.ContainsFunc(cfgs, func(c config) bool { return strings.HasPrefix(c.sink, "rabbitmq") }) {
 		if err := prepareRabbit(o.amqpURL); err != nil {
 			fmt.Fprintf(stderr, "loadtest: RabbitMQ at %s not usable, skipping one-rs256-rabbitmq: %v\n", redactURL(o.amqpURL), err)
-			cfgs = slices.DeleteFunc(slices.Clone(cfgs), func(c config) bool { return c.sink == "rabbitmq" })
+			cfgs = slices.DeleteFunc(slices.Clone(cfgs), func(c config) bool { return strings.HasPrefix(c.sink, "rabbitmq") })
 		} else {
 			e.amqpOK = true
 			defer cleanupRabbit(o.amqpURL)

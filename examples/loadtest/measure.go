@@ -77,7 +77,7 @@ headers:
 		fmt.Fprintf(&b, "upstream_assertion:\n  issuer: loadtest\n  key_file: %q\n  claims: [roles]\n", assertionKey(dir))
 	}
 	switch c.sink {
-	case "rabbitmq":
+	case "rabbitmq", "rabbitmq-batch":
 		fmt.Fprintf(&b, `audit:
   sink: rabbitmq
   events: [allow, deny]
@@ -85,9 +85,14 @@ headers:
     url_env: GATEHOUSE_AMQP_URL
     exchange: %s
 `, rabbitExchange)
+		if c.sink == "rabbitmq-batch" {
+			b.WriteString("    batch: {max_events: 100, max_delay: 50ms}\n")
+		}
 		if c.durable {
 			fmt.Fprintf(&b, "  spool_dir: %q\n  durable: true\n", filepath.Join(dir, "spool"))
 		}
+	case "stdout":
+		b.WriteString("audit:\n  sink: stdout\n  events: [allow, deny]\n")
 	default:
 		fmt.Fprintf(&b, `audit:
   sink: file
