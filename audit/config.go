@@ -7,12 +7,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"syscall"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gatehouse/gatehouse/internal/broker"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 )
 
@@ -81,7 +80,6 @@ func (c Config) Equal(o Config) bool {
 }
 
 var (
-	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 )
 
@@ -236,34 +234,17 @@ const minSpoolBytes = 64 << 10
 
 func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, auditNode *yaml.Node) RabbitMQConfig {
 	r := DefaultConfig().RabbitMQ
-	m := d.Map(n, "url_env", "url_file", "url", "exchange", "routing_key")
-	var url string
-	var given []string
-	for _, k := range []string{"url_env", "url_file", "url"} {
-		if m.Has(k) {
-			given = append(given, k)
-		}
+	m := d.Map(n, append(slices.Clone(broker.URLKeysSingle), "exchange", "routing_key")...)
+	u := broker.DecodeURLs(d, m, broker.URLOptions{
+		DefaultEnv: DefaultURLEnv,
+		Resolve:    resolve,
+		Context:    "sink rabbitmq",
+		At:         []*yaml.Node{sinkNode, auditNode},
+	})
+	r.URLEnv, r.URLFile = u.Env, u.File
+	if len(u.List) > 0 {
+		r.URL = u.List[0]
 	}
-	if len(given) > 1 {
-		// Report at the key written last: the one that made it ambiguous.
-		last := m.KeyNode(given[0])
-		for _, k := range given[1:] {
-			if kn := m.KeyNode(k); kn.Line > last.Line || (kn.Line == last.Line && kn.Column > last.Column) {
-				last = kn
-			}
-		}
-		d.Errorf(last, "give only one of url_env, url_file and url (got %s)", strings.Join(given, ", "))
-	}
-	if len(given) > 0 {
-		r.URLEnv = ""
-	}
-	envNode, fileNode, urlNode := m.Get("url_env"), m.Get("url_file"), m.Get("url")
-	if d.String(envNode, &r.URLEnv) && !envName.MatchString(r.URLEnv) {
-		d.Errorf(envNode, "url_env %q is not an environment variable name", r.URLEnv)
-		resolve = false
-	}
-	d.String(fileNode, &r.URLFile)
-	d.String(urlNode, &url)
 	if d.String(m.Get("exchange"), &r.Exchange) && r.Exchange == "" {
 		d.Errorf(m.Get("exchange"), "exchange must not be empty (the default exchange cannot be declared)")
 	}
@@ -277,53 +258,7 @@ func decodeRabbitMQ(d *yamlpos.Decoder, n *yaml.Node, resolve bool, sinkNode, au
 			d.Errorf(v, "routing_key is too long (AMQP allows 255 bytes after substitution)")
 		}
 	}
-	if !resolve || len(given) > 1 {
-		return r
-	}
-	// Resolve the URL now: `gatehouse -t` reads env secrets and files, and
-	// the error names the key, never the URL (it carries a password).
-	switch {
-	case r.URLFile != "":
-		b, err := os.ReadFile(r.URLFile)
-		if err != nil {
-			d.Errorf(fileNode, "read url_file: %v", unwrapPath(err))
-			return r
-		}
-		url = strings.TrimSpace(string(b))
-		if url == "" {
-			d.Errorf(fileNode, "url_file %s is empty", r.URLFile)
-			return r
-		}
-		r.URL = url
-		checkURL(d, fileNode, url, "url_file")
-	case urlNode != nil && !yamlpos.IsNull(urlNode):
-		r.URL = url
-		checkURL(d, urlNode, url, "url")
-	default:
-		at := envNode
-		if at == nil {
-			at = sinkNode
-		}
-		if at == nil {
-			at = auditNode
-		}
-		v, ok := os.LookupEnv(r.URLEnv)
-		if !ok || strings.TrimSpace(v) == "" {
-			d.Errorf(at, "sink rabbitmq: environment variable %s (url_env) is not set", r.URLEnv)
-			return r
-		}
-		r.URL = strings.TrimSpace(v)
-		checkURL(d, at, r.URL, "environment variable "+r.URLEnv)
-	}
 	return r
-}
-
-// checkURL validates an AMQP URL without ever echoing it: url.Parse errors
-// quote the whole URL, password included.
-func checkURL(d *yamlpos.Decoder, n *yaml.Node, url, from string) {
-	if _, err := amqp.ParseURI(url); err != nil {
-		d.Errorf(n, "%s: not a valid amqp:// or amqps:// URL", from)
-	}
 }
 
 // unwrapPath drops the *PathError wrapper's repetition of the operation.
