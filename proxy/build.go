@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/audit"
 	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
 
 // HandlerOptions are what New needs besides the config. Every field is
@@ -162,6 +163,17 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 		return nil, fmt.Errorf("start audit: %w", err)
 	}
 	h.emitter = e
+	if cfg.Revocation != nil {
+		h.feedKey = keyOfFeed(cfg.Revocation)
+		f, _, _ := p.feeds.Acquire(h.feedKey, func() (*revoke.Feed, error) {
+			return revoke.Start(cfg.Revocation, p.revocations, revoke.Options{
+				Log:     d.log.With("component", "revocation"),
+				Metrics: d.metrics.revoke,
+				Now:     d.now,
+			}), nil
+		})
+		h.feed = f
+	}
 	return h, nil
 }
 
@@ -185,4 +197,7 @@ func (h *Handler) retire(ctx context.Context) {
 		up.transport.CloseIdleConnections()
 	}
 	h.parts.releaseEmitter(ctx, h.auditKey)
+	if h.feed != nil {
+		h.parts.feeds.Release(h.feedKey)
+	}
 }

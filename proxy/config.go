@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/tlsca"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 	"github.com/gatehouse/gatehouse/policy"
 )
 
@@ -55,6 +56,8 @@ type Config struct {
 	Policy *policy.Engine
 	CORS   CORSConfig
 	Audit  audit.Config
+	// Revocation is the `revocation` section; nil when absent (off).
+	Revocation *revoke.Config
 
 	// Warnings are what `-t` prints to stderr (exit 0) and a start or
 	// reload logs, each "FILE:LINE:COL: warning: message" (SPEC.md 15).
@@ -148,6 +151,7 @@ var topLevelKeys = []string{
 	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
 	"paths", "routes", "default", "audit", "log", "cors", "listen_protocols", "upstream_protocol",
+	"revocation",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -233,6 +237,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	decodeCORS(d, m.Get("cors"), c)
 	checkRouteProtocols(d, cmp.Or(m.Get("routes"), m.Node), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
+	c.Revocation = revoke.Decode(d, m.Get("revocation"))
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {
