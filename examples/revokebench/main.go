@@ -102,7 +102,7 @@ routes:
 audit:
   sink: none
 log:
-  level: warn
+  level: info
 revocation:
   rabbitmq:
     url: %q

@@ -18,11 +18,15 @@ import (
 const (
 	// prefetch is the consumer's credit: RabbitMQ requires a prefetch for
 	// stream consumers, and acks return it.
-	prefetch   = 1000
-	maxBatch   = 4096 // revocations applied in one snapshot rebuild
-	backoffMin = 100 * time.Millisecond
-	backoffMax = 10 * time.Second
-	logEvery   = 10 * time.Second
+	prefetch = 1000
+	maxBatch = 65536 // revocations applied in one snapshot at most
+	// liveDelay and backlogDelay bound how long a revocation read waits to
+	// be applied: a few ms while following, longer while replaying.
+	liveDelay    = 2 * time.Millisecond
+	backlogDelay = 200 * time.Millisecond
+	backoffMin   = 100 * time.Millisecond
+	backoffMax   = 10 * time.Second
+	logEvery     = 10 * time.Second
 )
 
 // Options are a Feed's collaborators.
@@ -199,25 +203,41 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 	var (
 		pending []Entry
 		lastTag uint64
+		unacked int
+		flushC  <-chan time.Time
+		flushT  *time.Timer
 	)
-	flush := func() error {
+	defer func() {
+		if flushT != nil {
+			flushT.Stop()
+		}
+	}()
+	// Applying rebuilds a snapshot, so a backlog is applied in large
+	// batches (at most backlogDelay late); once caught up, a revocation is
+	// applied at most liveDelay after it arrives. Acks return the
+	// consumer's credit and do not wait for either.
+	apply := func() {
 		if len(pending) > 0 {
 			f.store.Apply(pending...)
 			f.m.setEntries(f.store.Len())
 			pending = pending[:0]
 		}
-		if lastTag != 0 {
-			err := ch.Ack(lastTag, true)
-			lastTag = 0
-			return err
+		flushC = nil
+	}
+	ack := func() error {
+		if lastTag == 0 {
+			return nil
 		}
-		return nil
+		err := ch.Ack(lastTag, true)
+		lastTag, unacked = 0, 0
+		return err
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e := <-closed:
+			apply()
 			f.d.Failed(idx)
 			if e == nil {
 				return fmt.Errorf("%s: connection closed", f.d.Label(idx))
@@ -225,23 +245,54 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 			return fmt.Errorf("%s: %w", f.d.Label(idx), e)
 		case <-sweepC:
 			f.sweep()
+		case <-flushC:
+			apply()
+			if err := ack(); err != nil {
+				f.d.Failed(idx)
+				return fmt.Errorf("%s: ack: %w", f.d.Label(idx), err)
+			}
 		case d, ok := <-deliveries:
 			if !ok {
+				apply()
 				f.d.Failed(idx)
 				return fmt.Errorf("%s: consumer cancelled", f.d.Label(idx))
 			}
 			lastTag = d.DeliveryTag
-			if e, ok := f.handle(&d); ok {
+			unacked++
+			e, ok, marker := f.handle(&d)
+			if ok {
 				pending = append(pending, e)
 			}
-			if len(deliveries) == 0 || len(pending) >= maxBatch {
-				if err := flush(); err != nil {
+			if marker {
+				// Everything before the marker is applied before /readyz
+				// may say ready.
+				apply()
+				f.caughtUp.Store(true)
+				f.log.Info("revocation backlog read", "stream", f.cfg.Stream, "entries", f.store.Len(), "since_start", f.now().Sub(f.start).String())
+			}
+			if len(pending) >= maxBatch {
+				apply()
+			}
+			if len(pending) > 0 && flushC == nil {
+				delay := liveDelay
+				if !f.caughtUp.Load() {
+					delay = backlogDelay
+				}
+				if flushT == nil {
+					flushT = time.NewTimer(delay)
+				} else {
+					flushT.Reset(delay)
+				}
+				flushC = flushT.C
+			}
+			if unacked >= prefetch/2 || (len(pending) == 0 && flushC == nil) {
+				if err := ack(); err != nil {
 					f.d.Failed(idx)
 					return fmt.Errorf("%s: ack: %w", f.d.Label(idx), err)
 				}
-				if f.caughtUp.Load() {
-					f.markUp()
-				}
+			}
+			if f.caughtUp.Load() {
+				f.markUp()
 			}
 		}
 	}
@@ -249,13 +300,13 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 
 // handle reads one delivery: it returns the entry to apply, counts the
 // message, and notices the sync marker.
-func (f *Feed) handle(d *amqp.Delivery) (Entry, bool) {
+func (f *Feed) handle(d *amqp.Delivery) (e Entry, apply, marker bool) {
 	off, ok := d.Headers["x-stream-offset"].(int64)
 	if ok {
 		// A stream consumer may be given the start of the chunk that holds
 		// the offset asked for: skip what was read before the reconnect.
 		if off <= f.lastOffset {
-			return Entry{}, false
+			return Entry{}, false, false
 		}
 		f.lastOffset = off
 	}
@@ -266,24 +317,20 @@ func (f *Feed) handle(d *amqp.Delivery) (Entry, bool) {
 	e, id, err := parse(d.Body, f.cfg.MaxAge)
 	switch {
 	case errors.Is(err, errSync):
-		if id == f.markerID && !f.caughtUp.Load() {
-			f.caughtUp.Store(true)
-			f.log.Info("revocation backlog read", "stream", f.cfg.Stream, "entries", f.store.Len(), "since_start", now.Sub(f.start).String())
-		}
-		return Entry{}, false
+		return Entry{}, false, id == f.markerID && !f.caughtUp.Load()
 	case err != nil:
 		f.count("invalid")
 		if now.Sub(f.lastWarn) >= logEvery {
 			f.lastWarn = now
 			f.log.Warn("revocation message skipped", "stream", f.cfg.Stream, "offset", off, "err", err)
 		}
-		return Entry{}, false
+		return Entry{}, false, false
 	case !e.Until.After(now):
 		f.count("expired")
-		return Entry{}, false
+		return Entry{}, false, false
 	}
 	f.count("applied")
-	return e, true
+	return e, true, false
 }
 
 func (f *Feed) count(result string) {

@@ -114,7 +114,7 @@ func parse(body []byte, maxAge time.Duration) (Entry, string, error) {
 	if p.Value == "" {
 		return Entry{}, "", errors.New("value is empty")
 	}
-	e := Entry{Kind: kind, Issuer: p.Issuer, Value: p.Value, Reason: p.Reason, Until: at.Add(maxAge)}
+	e := Entry{Kind: kind, Issuer: p.Issuer, Value: p.Value, Until: at.Add(maxAge)}
 	if p.Before != "" {
 		if kind != KindSub {
 			return Entry{}, "", errors.New("before is for kind sub only")

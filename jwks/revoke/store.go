@@ -1,6 +1,8 @@
 package revoke
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +49,6 @@ type Entry struct {
 	// says it was issued after.
 	Before int64
 	Until  time.Time // forgotten after this
-	Reason string
 }
 
 type key struct{ iss, val string }
@@ -75,18 +76,13 @@ type snapshot struct {
 type Store struct {
 	cur atomic.Pointer[snapshot]
 
-	mu  sync.Mutex
-	all map[ekey]Entry
-}
-
-type ekey struct {
-	kind Kind
-	key
+	mu      sync.Mutex
+	issuers map[string]string // interned issuer strings
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	s := &Store{all: map[ekey]Entry{}}
+	s := &Store{}
 	s.cur.Store(&snapshot{})
 	return s
 }
@@ -163,43 +159,125 @@ func hit(m map[key]rec, wild bool, iss, val string, now int64) bool {
 
 // Apply adds entries, already known to be valid, in one new snapshot. A
 // second revocation of the same thing keeps the later until and, for a
-// subject, the later before (it revokes more).
+// subject, the later before (it revokes more). The maps of the kinds
+// touched are cloned (a copy, not a rebuild); the others are shared with
+// the previous snapshot.
 func (s *Store) Apply(entries ...Entry) {
 	if len(entries) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old := s.cur.Load()
+	sn := &snapshot{m: old.m, wild: old.wild, next: old.next}
+	var cloned [numKinds]bool
 	for _, e := range entries {
-		k := ekey{e.Kind, key{e.Issuer, e.Value}}
-		if old, ok := s.all[k]; ok {
-			if old.Until.After(e.Until) {
-				e.Until = old.Until
-			}
-			e.Before = max(e.Before, old.Before)
+		k := e.Kind
+		if !cloned[k] {
+			sn.m[k] = make(map[key]rec, len(old.m[k])+len(entries))
+			maps.Copy(sn.m[k], old.m[k])
+			cloned[k] = true
 		}
-		s.all[k] = e
+		kk := key{s.intern(e.Issuer), e.Value}
+		r := rec{before: e.Before, until: e.Until.UnixNano()}
+		if o, ok := sn.m[k][kk]; ok {
+			r.until = max(r.until, o.until)
+			r.before = max(r.before, o.before)
+		} else if kk.iss == "" {
+			sn.wild[k]++
+		}
+		sn.m[k][kk] = r
+		if sn.next == 0 || r.until < sn.next {
+			sn.next = r.until
+		}
 	}
-	s.publish()
+	s.finish(sn, old, entries)
+}
+
+// intern shares one copy of each issuer string among the entries: 100,000
+// revocations name a handful of issuers. Called with mu held; bounded
+// because a message's issuer is at most 1 KiB and issuers are few, and
+// forgotten when no entry uses them (finish).
+func (s *Store) intern(iss string) string {
+	if v, ok := s.issuers[iss]; ok {
+		return v
+	}
+	if s.issuers == nil {
+		s.issuers = map[string]string{}
+	}
+	s.issuers[iss] = iss
+	return iss
+}
+
+// finish sizes the filter, fills it and publishes sn. Adding to a filter
+// of the same size copies the old one and sets the new bits; otherwise (a
+// sweep, a growth) it is rebuilt from the maps.
+func (s *Store) finish(sn, old *snapshot, added []Entry) {
+	n := 0
+	for _, m := range sn.m {
+		n += len(m)
+	}
+	nbits := uint64(4096)
+	for nbits < 16*uint64(n) {
+		nbits <<= 1
+	}
+	sn.mask = nbits/64 - 1
+	if added != nil && old.filter != nil && old.mask == sn.mask {
+		sn.filter = slices.Clone(old.filter)
+		for _, e := range added {
+			sn.set(e.Kind, e.Value)
+		}
+	} else {
+		sn.filter = make([]uint64, nbits/64)
+		for k, m := range sn.m {
+			for kk := range m {
+				sn.set(Kind(k), kk.val)
+			}
+		}
+	}
+	s.cur.Store(sn)
 }
 
 // Sweep forgets the entries whose until is at or before now and reports
 // how many it dropped. Check already ignores them; this frees the memory.
 func (s *Store) Sweep(now time.Time) int {
-	sn := s.cur.Load()
-	if sn.next == 0 || sn.next > now.UnixNano() {
+	if next := s.cur.Load().next; next == 0 || next > now.UnixNano() {
 		return 0
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old := s.cur.Load()
+	sn := &snapshot{}
+	t := now.UnixNano()
 	n := 0
-	for k, e := range s.all {
-		if !e.Until.After(now) {
-			delete(s.all, k)
-			n++
+	used := map[string]bool{}
+	for k, m := range old.m {
+		if len(m) == 0 {
+			continue
+		}
+		nm := make(map[key]rec, len(m))
+		for kk, r := range m {
+			if r.until <= t {
+				n++
+				continue
+			}
+			nm[kk] = r
+			used[kk.iss] = true
+			if kk.iss == "" {
+				sn.wild[k]++
+			}
+			if sn.next == 0 || r.until < sn.next {
+				sn.next = r.until
+			}
+		}
+		sn.m[k] = nm
+	}
+	for iss := range s.issuers {
+		if !used[iss] {
+			delete(s.issuers, iss)
 		}
 	}
-	s.publish()
+	s.finish(sn, old, nil)
 	return n
 }
 
@@ -216,34 +294,4 @@ func (s *Store) NextExpiry() time.Time {
 func (s *Store) Len() [3]int {
 	sn := s.cur.Load()
 	return [3]int{len(sn.m[KindJTI]), len(sn.m[KindSub]), len(sn.m[KindKid])}
-}
-
-// publish rebuilds the snapshot from all. Called with mu held.
-func (s *Store) publish() {
-	nbits := uint64(4096)
-	for nbits < 16*uint64(len(s.all)) {
-		nbits <<= 1
-	}
-	sn := &snapshot{filter: make([]uint64, nbits/64), mask: nbits/64 - 1}
-	var count [numKinds]int
-	for k := range s.all {
-		count[k.kind]++
-	}
-	for i := range sn.m {
-		if count[i] > 0 {
-			sn.m[i] = make(map[key]rec, count[i])
-		}
-	}
-	for k, e := range s.all {
-		u := e.Until.UnixNano()
-		sn.m[k.kind][k.key] = rec{before: e.Before, until: u}
-		sn.set(k.kind, k.val)
-		if k.iss == "" {
-			sn.wild[k.kind]++
-		}
-		if sn.next == 0 || u < sn.next {
-			sn.next = u
-		}
-	}
-	s.cur.Store(sn)
 }
