@@ -187,8 +187,8 @@ revocation:
 		return err
 	}
 	time.Sleep(500 * time.Millisecond)
-	fmt.Printf("start-up with %d revocations in force: /readyz 200 after %v (process start to ready), VmRSS %s, VmHWM %s\n",
-		*entries, ready.Round(time.Millisecond), procStatus(g.cmd.Process.Pid, "VmRSS"), procStatus(g.cmd.Process.Pid, "VmHWM"))
+	fmt.Printf("start-up with %d revocations in force: /readyz 200 after %v (process start to ready), VmRSS %s, VmHWM %s, Go heap in use %s\n",
+		*entries, ready.Round(time.Millisecond), procStatus(g.cmd.Process.Pid, "VmRSS"), procStatus(g.cmd.Process.Pid, "VmHWM"), heapInUse(g.admin))
 	base, err := start(bin, writeBase(dir, cfgText))
 	if err != nil {
 		return err
@@ -198,7 +198,7 @@ revocation:
 		return err
 	}
 	time.Sleep(500 * time.Millisecond)
-	fmt.Printf("the same config without revocation: VmRSS %s\n", procStatus(base.cmd.Process.Pid, "VmRSS"))
+	fmt.Printf("the same config without revocation: VmRSS %s, Go heap in use %s\n", procStatus(base.cmd.Process.Pid, "VmRSS"), heapInUse(base.admin))
 	return nil
 }
 
@@ -304,6 +304,23 @@ func (g *instance) stop() {
 			<-done
 		}
 	}
+}
+
+// heapInUse reads go_memstats_heap_inuse_bytes from the admin listener.
+func heapInUse(admin string) string {
+	res, err := http.Get(admin + "/metrics")
+	if err != nil {
+		return "?"
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return fmt.Sprintf("%.1f MiB", f/(1<<20))
+		}
+	}
+	return "?"
 }
 
 func procStatus(pid int, field string) string {
