@@ -6,10 +6,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,5 +241,41 @@ func publishRawRevocation(t *testing.T, brokerURL, stream, body string) {
 	dc, err := ch.PublishWithDeferredConfirm("", stream, false, false, amqp.Publishing{ContentType: "application/cloudevents+json", Body: []byte(body)})
 	if err != nil || !dc.Wait() {
 		t.Fatalf("raw publish: %v", err)
+	}
+}
+
+// TestRevocationSurvivesReload: a SIGHUP that changes the revocation
+// section starts a new feed, but the revocations already known stay in
+// force and /readyz stays ready, even when the new feed cannot reach the
+// broker.
+func TestRevocationSurvivesReload(t *testing.T) {
+	brokerURL := audittest.BrokerURL(t)
+	stream := revocationStream(t, brokerURL)
+	viaURL, fw := viaForwarder(t, brokerURL)
+	w := newWorld(t)
+	g := startProcess(t, w.config(revocationYAML(viaURL, stream, "  ready_timeout: 1h\n"), ""))
+	waitUntil(t, "/readyz 200", func() bool { return readyz(t, g) == http.StatusOK })
+	tok := w.token(map[string]any{"jti": "reload-1"})
+	runRevoke(t, g.ConfigPath, "-jti", "reload-1", "-reason", "test")
+	waitUntil(t, "reload-1 refused", func() bool {
+		code, e := statusOf(t, g, tok)
+		return code == http.StatusUnauthorized && e == "token_revoked"
+	})
+	fw.SetCut(true)
+	if err := os.WriteFile(g.ConfigPath, []byte(w.config(revocationYAML(viaURL, stream, "  ready_timeout: 2h\n"), "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.Signal(syscall.SIGHUP)
+	if !g.WaitLog(`"msg":"config reloaded"`, 30*time.Second) {
+		t.Fatalf("no reload:\n%s", g.Stderr.String())
+	}
+	if code, e := statusOf(t, g, tok); code != http.StatusUnauthorized || e != "token_revoked" {
+		t.Errorf("after a reload with the feed down: %d %s, want 401 token_revoked", code, e)
+	}
+	if code := readyz(t, g); code != http.StatusOK {
+		t.Errorf("/readyz after a reload: %d", code)
+	}
+	if code, _ := statusOf(t, g, w.token(nil)); code != http.StatusOK {
+		t.Errorf("a valid token after the reload: %d", code)
 	}
 }
