@@ -62,7 +62,8 @@ func New(ctx context.Context, cfg *Config, opts HandlerOptions) (*Handler, error
 
 // Close releases what a Handler from New holds, once its in-flight
 // requests have ended or ctx ends: key refreshes, idle upstream
-// connections, and the audit emitter, whose queue is flushed within ctx.
+// connections, the revocation feed, and the audit emitter, whose queue is
+// flushed within ctx.
 // It returns ctx.Err() when ctx ended first. A request served after Close
 // is still answered; its audit event is dropped (and counted). Calling it
 // again does nothing.
