@@ -151,8 +151,8 @@ func TestRevocationEndToEnd(t *testing.T) {
 	if got := revMetric(t, g, `gatehouse_revocation_entries{kind="jti"}`); got != 1 {
 		t.Errorf("entries{kind=jti} = %v, want 1", got)
 	}
-	if !strings.Contains(g.Stdout.String(), `"reason":"token_revoked"`) {
-		t.Error("no audit event records token_revoked")
+	if out := g.Stdout.String(); !strings.Contains(out, `"reason":"token_revoked"`) || !strings.Contains(out, `"detail":"revoked by jti"`) {
+		t.Error("no audit event records token_revoked with its kind")
 	}
 
 	// A second gatehouse whose broker link is cut at start: not ready, and
