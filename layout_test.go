@@ -15,9 +15,12 @@ func TestDependencyDirection(t *testing.T) {
 	leaf := []string{module + "proxy", module + "policy", module + "jwks", module + "audit",
 		module + "internal/yamlpos", "gopkg.in/yaml.v3", "github.com/lestrrat-go/jwx", "github.com/prometheus", "github.com/rabbitmq"}
 	forbidden := map[string][]string{
-		"policy":           {module + "proxy", module + "jwks", module + "audit", "net/http", "github.com/lestrrat-go/jwx", "github.com/prometheus", "github.com/rabbitmq"},
-		"jwks":             {module + "proxy", module + "policy", module + "audit", "github.com/rabbitmq"},
-		"audit":            {module + "proxy", module + "policy", module + "jwks", "github.com/lestrrat-go/jwx"},
+		"policy": {module + "proxy", module + "jwks", module + "audit", "net/http", "github.com/lestrrat-go/jwx", "github.com/prometheus", "github.com/rabbitmq"},
+		"jwks":   {module + "proxy", module + "policy", module + "audit", "github.com/rabbitmq"},
+		"audit":  {module + "proxy", module + "policy", module + "jwks", "github.com/lestrrat-go/jwx"},
+		// revoke feeds the request path from the broker: it may use jwks and
+		// internal/broker, never proxy or audit.
+		"jwks/revoke":      {module + "proxy", module + "policy", module + "audit"},
 		"internal/yamlpos": {module + "proxy", module + "policy", module + "jwks", module + "audit", "net/http"},
 		// claimpath is the one claim-path rule, for jwks, policy and proxy alike.
 		"internal/claimpath": {module + "proxy", module + "policy", module + "jwks", module + "audit", module + "internal/yamlpos", "gopkg.in/yaml.v3"},

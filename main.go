@@ -1,7 +1,7 @@
 // Command gatehouse is a reverse-proxy authentication sidecar: it verifies
 // JWTs, enforces route policies, injects claims as headers and forwards to
 // the app. main parses flags and calls proxy.Run, or dispatches the
-// subcommands `explain` and `test` to proxy; everything else lives in the
+// subcommands `explain`, `test` and `revoke` to proxy; everything else lives in the
 // packages.
 package main
 
@@ -30,6 +30,8 @@ func run() int {
 			return proxy.Explain(os.Args[2:], os.Stdout, os.Stderr)
 		case "test":
 			return proxy.PolicyTest(os.Args[2:], os.Stdout, os.Stderr)
+		case "revoke":
+			return proxy.Revoke(os.Args[2:], os.Stdout, os.Stderr)
 		}
 	}
 	fs := flag.NewFlagSet("gatehouse", flag.ContinueOnError)

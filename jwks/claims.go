@@ -84,6 +84,12 @@ func newResult(cfg *Issuer, claims object, exp float64) (*Result, *Error) {
 		return nil, errJTIType
 	}
 	res.Subject = sub
+	if raw, present := claims.get("iat"); present {
+		// checkTimes accepted it: a sane number.
+		if iat, ok := rawNumber(raw); ok {
+			res.IssuedAt = int64(math.Floor(iat))
+		}
+	}
 	if cfg.SubjectClaim != "" && cfg.SubjectClaim != "sub" {
 		res.Subject = subject(claims, cfg.SubjectClaim)
 	}

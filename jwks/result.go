@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -12,10 +13,19 @@ type Result struct {
 	Issuer, JTI, Kid string
 	// Subject is the issuer's subject_claim (default sub): a string as is,
 	// a number in plain decimal; "" when absent or of another type.
-	Subject       string
-	Expiry        time.Time // exp
+	Subject string
+	Expiry  time.Time // exp
+	// IssuedAt is iat in Unix seconds (rounded down), 0 when absent: a
+	// revocation by subject compares it without building a time.Time.
+	IssuedAt      int64
 	NotAfter      time.Time // exp + leeway: an upgraded connection closes then
 	Roles, Scopes []string  // from roles_claim / scopes_claim
+
+	// IDHash is HashString of JTI, Subject and Kid, computed once when the
+	// token verifies: a per-request check against a large table (the
+	// revocation store) starts from it instead of hashing three strings on
+	// every cache hit. A zero element means "not computed".
+	IDHash [3]uint64
 
 	// Memo belongs to the caller (the proxy keeps the headers it rendered
 	// for this result here); jwks never reads or writes it.
@@ -24,6 +34,12 @@ type Result struct {
 	claims map[string]any // every claim; nil when the verifier keeps only some
 	kept   []keptClaim    // the kept top-level claims (Options.KeepClaims)
 }
+
+// hashSeed is fixed per process: IDHash values are only compared within it.
+var hashSeed = maphash.MakeSeed()
+
+// HashString is the hash IDHash holds.
+func HashString(s string) uint64 { return maphash.String(hashSeed, s) }
 
 // keptClaim is one top-level claim a verifier keeps. A few of them in a
 // slice cost a fraction of a map's memory, times 10,000 cached tokens.

@@ -127,6 +127,7 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 	if hdr.kid == used.kid {
 		res.Kid = used.kid
 	}
+	res.IDHash = [3]uint64{HashString(res.JTI), HashString(res.Subject), HashString(res.Kid)}
 	if e := v.keep(res, claims, tok.payload); e != nil {
 		return nil, e, nil, nil
 	}

@@ -31,6 +31,14 @@ func adminHandler(m *Metrics, current *atomic.Pointer[Handler]) http.Handler {
 			_ = json.NewEncoder(w).Encode(map[string]any{"status": "unavailable", "issuers_without_keys": missing})
 			return
 		}
+		if h.feed != nil && !h.parts.feedReady.Load() {
+			if !h.feed.Ready() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_ = json.NewEncoder(w).Encode(map[string]any{"status": "unavailable", "issuers_without_keys": []string{}, "revocation": "reading the backlog"})
+				return
+			}
+			h.parts.feedReady.Store(true)
+		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok"})
 	})
 	// Served only while upstream_assertion is on; a reload that turns it

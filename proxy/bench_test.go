@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
 
 // benchRoutes are the 20 locations of examples/loadtest (every kind; the
@@ -201,6 +202,20 @@ func BenchmarkServeHTTP(b *testing.B) {
 			run(b, h, func(int) string { return tok }, http.StatusOK)
 		})
 	}
+	// The same with 100,000 revocations in force (none names the token):
+	// the check on every cache hit (SPEC.md 12). The feed points at a port
+	// nothing listens on; the store is filled directly.
+	b.Run("one-rs256-revocation", func(b *testing.B) {
+		h := benchHandlerWith(b, up.URL, js.URL, benchRoutes+"\nrevocation:\n  rabbitmq:\n    url: \"amqp://guest:guest@127.0.0.1:1/\"\n")
+		es := make([]revoke.Entry, 0, 100000)
+		until := time.Now().Add(time.Hour)
+		for i := range 100000 {
+			es = append(es, revoke.Entry{Kind: revoke.Kind(i % 3), Issuer: benchIssuer, Value: "revoked-" + strconv.Itoa(i), Before: time.Now().Unix() - 3600, Until: until})
+		}
+		h.parts.revocations.Apply(es...)
+		tok := "Bearer " + rs.Sign(benchClaims(0))
+		run(b, h, func(int) string { return tok }, http.StatusOK)
+	})
 	for _, k := range []*jwkstest.Key{rs, es} {
 		b.Run("cold-"+strings.ToLower(k.Alg), func(b *testing.B) {
 			h := benchHandler(b, up.URL, js.URL)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/audit"
 	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
 
 // HandlerOptions are what New needs besides the config. Every field is
@@ -61,7 +62,8 @@ func New(ctx context.Context, cfg *Config, opts HandlerOptions) (*Handler, error
 
 // Close releases what a Handler from New holds, once its in-flight
 // requests have ended or ctx ends: key refreshes, idle upstream
-// connections, and the audit emitter, whose queue is flushed within ctx.
+// connections, the revocation feed, and the audit emitter, whose queue is
+// flushed within ctx.
 // It returns ctx.Err() when ctx ended first. A request served after Close
 // is still answered; its audit event is dropped (and counted). Calling it
 // again does nothing.
@@ -174,6 +176,17 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 		h.throttleKey = keyOfFailedAuth(*fa)
 		h.throttle, _, _ = p.throttles.Acquire(h.throttleKey, newThrottle(*fa))
 	}
+	if cfg.Revocation != nil {
+		h.feedKey = keyOfFeed(cfg.Revocation)
+		f, _, _ := p.feeds.Acquire(h.feedKey, func() (*revoke.Feed, error) {
+			return revoke.Start(cfg.Revocation, p.revocations, revoke.Options{
+				Log:     d.log.With("component", "revocation"),
+				Metrics: d.metrics.revoke,
+				Now:     d.now,
+			}), nil
+		})
+		h.feed = f
+	}
 	return h, nil
 }
 
@@ -199,5 +212,8 @@ func (h *Handler) retire(ctx context.Context) {
 	h.parts.releaseEmitter(ctx, h.auditKey)
 	if h.throttle != nil {
 		h.parts.throttles.Release(h.throttleKey)
+	}
+	if h.feed != nil {
+		h.parts.feeds.Release(h.feedKey)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/tlsca"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 	"github.com/gatehouse/gatehouse/policy"
 )
 
@@ -55,6 +56,8 @@ type Config struct {
 	Policy *policy.Engine
 	CORS   CORSConfig
 	Audit  audit.Config
+	// Revocation is the `revocation` section; nil when absent (off).
+	Revocation *revoke.Config
 
 	// Assertion is `upstream_assertion` (SPEC.md 11); nil: off.
 	Assertion *AssertionConfig
@@ -171,6 +174,7 @@ var topLevelKeys = []string{
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
 	"paths", "routes", "default", "audit", "log", "cors", "listen_protocols", "upstream_protocol",
 	"upstream_assertion",
+	"revocation",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -259,6 +263,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
 	decodeAssertion(d, m.Get("upstream_assertion"), c)
 	checkAssertionHeader(d, c)
+	c.Revocation = revoke.Decode(d, m.Get("revocation"))
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {

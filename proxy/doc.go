@@ -13,10 +13,14 @@
 // are the only places where those become gatehouse's. A panic is recovered
 // at the top of ServeHTTP, answered 500 internal_error and counted.
 //
-// What survives a reload (the audit emitter and its broker connection
-// today, key and token caches with the jwks side) lives in the server's
-// internal/refpool pools (lifetime.go): a reload acquires, the replaced
-// handler releases when its last request has ended. New builds a Handler
+// What survives a reload (the audit emitter and its broker connection,
+// the revocation feed, key and token caches with the jwks side) lives in
+// the server's internal/refpool pools (lifetime.go): a reload acquires, the
+// replaced handler releases when its last request has ended. The
+// revocation store is the server's alone and outlives every feed, so a
+// reload never forgets a revocation. The revocation check runs right after
+// the verifier answers (revoked in handler.go), so cached tokens are
+// checked too; `gatehouse revoke` is revoke.go. New builds a Handler
 // in-process (tests, other listeners); proxytest is the shared test harness.
 //
 // # Where new things go

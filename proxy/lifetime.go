@@ -11,6 +11,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/ratelimit"
 	"github.com/gatehouse/gatehouse/internal/refpool"
 	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
 
 // parts are the pools of what survives a reload, owned by the server (or,
@@ -27,6 +28,15 @@ type parts struct {
 	// throttles are keyed by limits.failed_auth: a reload that keeps the
 	// section keeps every client's bucket.
 	throttles *refpool.Pool[throttleKey, *ratelimit.Table]
+	// revocations outlive every feed and reload: a reload, even one that
+	// changes the revocation section, never forgets a revocation. feeds are
+	// keyed by the section like emitters; a new feed replays the stream
+	// into the same store (applying an entry twice changes nothing).
+	revocations *revoke.Store
+	feeds       *refpool.Pool[feedKey, *revoke.Feed]
+	// feedReady is set once any feed of this server has read its backlog:
+	// a reload that starts a new feed does not make /readyz fail again.
+	feedReady atomic.Bool
 
 	// closeMu serialises releases so that closeCtx is the releasing
 	// retire's own budget: refpool's close function has no context, and it
@@ -37,8 +47,9 @@ type parts struct {
 }
 
 func newParts(logFlush func(msg string, err error)) *parts {
-	p := &parts{jwks: jwks.NewPool(), log: logFlush}
+	p := &parts{jwks: jwks.NewPool(), log: logFlush, revocations: revoke.NewStore()}
 	p.throttles = refpool.New[throttleKey](func(*ratelimit.Table) {}) // memory only: nothing to close
+	p.feeds = refpool.New[feedKey](func(f *revoke.Feed) { f.Close() })
 	p.emitters = refpool.New[auditKey](func(e *audit.Emitter) {
 		if err := e.Close(p.closeCtx); err != nil {
 			p.log("audit flush incomplete", err)
@@ -65,6 +76,14 @@ type auditKey [sha256.Size]byte
 
 func keyOfAudit(c audit.Config) auditKey {
 	return sha256.Sum256(fmt.Appendf(nil, "%#v", c))
+}
+
+// feedKey identifies a revocation section, as a digest for the same reason
+// as auditKey.
+type feedKey [sha256.Size]byte
+
+func keyOfFeed(c *revoke.Config) feedKey {
+	return sha256.Sum256(fmt.Appendf(nil, "%#v", *c))
 }
 
 // inflight counts a handler's requests from arrival to their end. retire

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/audit"
 	"github.com/gatehouse/gatehouse/jwks"
+	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
 
 // Metrics is every collector of SPEC.md 7 on a registry of gatehouse's own.
@@ -26,6 +27,8 @@ type Metrics struct {
 
 	jwks  *jwks.Metrics
 	audit *audit.Metrics
+	// revoke is process-wide like the store the feeds fill.
+	revoke *revoke.Metrics
 }
 
 // NewMetrics makes the collectors on a new registry; version is the
@@ -76,6 +79,7 @@ func NewMetrics(version string) *Metrics {
 	m.reloads.WithLabelValues("error")
 	m.jwks = jwks.NewMetrics(reg)
 	m.audit = audit.NewMetrics(reg)
+	m.revoke = revoke.NewMetrics(reg)
 	return m
 }
 
