@@ -269,7 +269,7 @@ func (e *Emitter) encode(ev *Event, buf []byte) message {
 	case ev.Decision != "allow":
 		key = routingKey(e.cfg.RabbitMQ.RoutingKey, ev)
 	}
-	return message{id: id, typ: EventType(ev.Decision), key: key, time: t,
+	return message{id: id, typ: eventType(ev), key: key, time: t,
 		body: appendCloudEvent(buf, ev, id, e.source, t)}
 }
 

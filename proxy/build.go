@@ -53,6 +53,9 @@ func New(ctx context.Context, cfg *Config, opts HandlerOptions) (*Handler, error
 	if d.stdout == nil {
 		d.stdout = os.Stdout
 	}
+	if cfg.Egress != nil {
+		d.inbound = newInboundTable(unixNanos(d.now))
+	}
 	log := d.log
 	// A handler of its own has pools of its own: nothing to share with.
 	p := newParts(func(msg string, err error) { log.Warn(msg, "error", err.Error()) })
@@ -77,6 +80,9 @@ type deps struct {
 	now     func() time.Time
 	source  string // audit CloudEvents source
 	stdout  io.Writer
+	// inbound is the process's table of inbound tokens for egress
+	// propagate; nil when the config has no egress (a restart-only change).
+	inbound *inboundTable
 }
 
 // build compiles cfg into a Handler. Parts whose config did not change are
@@ -117,6 +123,19 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 			h.ups = append(h.ups, up)
 		}
 		h.routes = append(h.routes, routeState{route: rt, up: up, metrics: &routeMetrics{name: rt.Name, m: d.metrics}})
+	}
+
+	if cfg.Egress != nil {
+		h.inbound = d.inbound
+		var tokens tokenSource
+		if cfg.Egress.IdP != nil {
+			tokens = unwiredSource{}
+		}
+		e, err := h.newEgress(tokens)
+		if err != nil {
+			return nil, err
+		}
+		h.egress = e
 	}
 
 	// The cached results keep only the claims that headers and route rules
@@ -185,4 +204,8 @@ func (h *Handler) retire(ctx context.Context) {
 		up.transport.CloseIdleConnections()
 	}
 	h.parts.releaseEmitter(ctx, h.auditKey)
+}
+
+func unixNanos(now func() time.Time) func() int64 {
+	return func() int64 { return now().UnixNano() }
 }

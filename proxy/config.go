@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ type Config struct {
 	Policy *policy.Engine
 	CORS   CORSConfig
 	Audit  audit.Config
+
+	// Egress is the `egress` section (SPEC.md 11); nil: no egress listener.
+	Egress *EgressConfig
 
 	// Warnings are what `-t` prints to stderr (exit 0) and a start or
 	// reload logs, each "FILE:LINE:COL: warning: message" (SPEC.md 15).
@@ -148,6 +152,7 @@ var topLevelKeys = []string{
 	"listen", "tls", "upstream", "upstream_ca_file", "admin", "watch_config", "timeouts", "limits",
 	"issuers", "token", "forward_token", "headers", "strip_headers", "trusted_proxies",
 	"paths", "routes", "default", "audit", "log", "cors", "listen_protocols", "upstream_protocol",
+	"egress",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -233,6 +238,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	decodeCORS(d, m.Get("cors"), c)
 	checkRouteProtocols(d, cmp.Or(m.Get("routes"), m.Node), c)
 	c.Audit = audit.DecodeConfig(d, m.Get("audit"))
+	decodeEgress(d, m.Get("egress"), c)
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {
@@ -247,7 +253,9 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
-	c.Warnings = c.Policy.Warnings()
+	if pw := c.Policy.Warnings(); len(pw) > 0 {
+		c.Warnings = append(slices.Clip(pw), c.Warnings...)
+	}
 	return c, nil
 }
 
