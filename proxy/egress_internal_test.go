@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -235,3 +236,23 @@ func TestEgressGraceClock(t *testing.T) {
 }
 
 var _ tokenSource = (*recordingSource)(nil)
+
+// TestEgressListenRestartOnly: turning egress on or off, or moving its
+// listener, needs a restart; a reload that tries is refused.
+func TestEgressListenRestartOnly(t *testing.T) {
+	base := &Config{File: "g.yaml"}
+	on := &Config{File: "g.yaml", Egress: &EgressConfig{Listen: "127.0.0.1:15001"}}
+	moved := &Config{File: "g.yaml", Egress: &EgressConfig{Listen: "127.0.0.1:15002"}}
+	for _, tt := range []struct {
+		name     string
+		old, now *Config
+		refused  bool
+	}{
+		{"on", base, on, true}, {"off", on, base, true}, {"moved", on, moved, true}, {"same", on, on, false},
+	} {
+		err := restartOnly(tt.old, tt.now)
+		if (err != nil) != tt.refused || tt.refused && !strings.Contains(err.Error(), "egress.listen changed") {
+			t.Errorf("%s: restartOnly = %v, want refused=%v", tt.name, err, tt.refused)
+		}
+	}
+}
