@@ -176,3 +176,17 @@ func BenchmarkInboundLookup(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkInboundBeginEnd is what the main listener adds per allowed
+// request when egress is on: register, then end with a grace of 0.
+func BenchmarkInboundBeginEnd(b *testing.B) {
+	c := &fakeClock{t: time.Now().UnixNano()}
+	tab := newInboundTable(c.now)
+	res := liveResult(c)
+	tp := []string{tp1}
+	b.ReportAllocs()
+	for b.Loop() {
+		tab.end(tab.begin("req-1", tp, "tok", res), 0)
+		c.t++
+	}
+}

@@ -129,7 +129,7 @@ routes:
     roles: { any: [admin] }
 audit:
   sink: none
-`, s.up.URL, issuer, srvA.URL, issuerB, srvB.URL, issuerC, srvA.URL, s.tunnel.URL)
+%s`, s.up.URL, issuer, srvA.URL, issuerB, srvB.URL, issuerC, srvA.URL, s.tunnel.URL, secEgress(s.up.URL))
 	s.g = startGatehouse(t, cfg)
 	s.user = s.rsa.Sign(s.claims(nil))
 	return s
@@ -413,7 +413,7 @@ func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []proxytest.Req
 // catalogue is every row, in the order SECURITY.md lists them.
 func catalogue() []attackCase {
 	var all []attackCase
-	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases()} {
+	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases(), egressCases()} {
 		all = append(all, part...)
 	}
 	return all
@@ -1155,7 +1155,7 @@ const (
 var categoryTitles = []struct{ key, title string }{
 	{"jwt", "JWT attacks"}, {"path", "Path tricks"}, {"header", "Header smuggling"},
 	{"smuggling", "Request smuggling"}, {"body", "Bodies on denied requests"}, {"slowloris", "Slow clients"},
-	{"http2", "HTTP/2 and gRPC"},
+	{"http2", "HTTP/2 and gRPC"}, {"egress", "Egress listener"},
 }
 
 // renderCatalogue is the markdown list SECURITY.md carries between the markers.
