@@ -1,6 +1,8 @@
 package proxy_test
 
 import (
+	"encoding/pem"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,4 +154,47 @@ func TestEgressListenWarning(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConfigExampleEgress: config.example.yaml loads as shipped (egress
+// commented out), and with its egress block uncommented.
+func TestConfigExampleEgress(t *testing.T) {
+	b, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	if _, err := proxy.ParseConfig("config.example.yaml", b); err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	i := strings.Index(text, "# egress:")
+	if i < 0 {
+		t.Fatal("config.example.yaml has no commented egress block")
+	}
+	j := i + strings.Index(text[i:], "\n\n")
+	var block []string
+	for _, l := range strings.Split(text[i:j], "\n") {
+		block = append(block, strings.TrimPrefix(l, "# "))
+	}
+	srv := httptestTLSCA(t)
+	on := text[:i] + strings.ReplaceAll(strings.Join(block, "\n"), "/etc/gatehouse/ledger-ca.pem", srv) + text[j:]
+	t.Setenv("CHECKOUT_SECRET", "s3cret")
+	cfg, err := proxy.ParseConfig("config.example.yaml", []byte(on))
+	if err != nil {
+		t.Fatalf("config.example.yaml with egress uncommented: %v", err)
+	}
+	if cfg.Egress == nil || len(cfg.Egress.Routes) != 2 || cfg.Egress.IdP == nil {
+		t.Fatalf("egress = %+v", cfg.Egress)
+	}
+}
+
+// httptestTLSCA writes a CA bundle file (an httptest server's certificate).
+func httptestTLSCA(t *testing.T) string {
+	srv := httptest.NewTLSServer(nil)
+	srv.Close()
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
