@@ -2,15 +2,18 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/gatehouse/gatehouse/policy"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/jwks"
 )
 
@@ -128,11 +131,23 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 	if cfg.Egress != nil {
 		h.inbound = d.inbound
 		var tokens tokenSource
-		if cfg.Egress.IdP != nil {
-			tokens = unwiredSource{}
+		if idp := cfg.Egress.IdP; idp != nil {
+			// The client and its token cache outlive a reload that keeps
+			// the idp section (and the upstream timeout its requests use).
+			key := idp.digest + " " + cfg.Timeouts.Upstream.String()
+			c, _, err := p.idps.Acquire(key, func() (*oauth.Client, error) {
+				return newOAuthClient(idp, cfg.Timeouts.Upstream, d)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("egress idp: %w", err)
+			}
+			h.idpKey, tokens = key, c
 		}
 		e, err := h.newEgress(tokens)
 		if err != nil {
+			if h.idpKey != "" {
+				p.idps.Release(h.idpKey)
+			}
 			return nil, err
 		}
 		h.egress = e
@@ -162,6 +177,9 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 		Now:          d.now,
 	})
 	if err != nil {
+		if h.idpKey != "" {
+			p.idps.Release(h.idpKey)
+		}
 		return nil, fmt.Errorf("build verifier: %w", err)
 	}
 	h.verifier = v
@@ -178,6 +196,9 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 	})
 	if err != nil {
 		v.Close()
+		if h.idpKey != "" {
+			p.idps.Release(h.idpKey)
+		}
 		return nil, fmt.Errorf("start audit: %w", err)
 	}
 	h.emitter = e
@@ -204,6 +225,41 @@ func (h *Handler) retire(ctx context.Context) {
 		up.transport.CloseIdleConnections()
 	}
 	h.parts.releaseEmitter(ctx, h.auditKey)
+	if h.idpKey != "" {
+		h.parts.idps.Release(h.idpKey)
+	}
+}
+
+// newOAuthClient is the identity provider client of an egress.idp section:
+// its requests are bounded by timeouts.upstream and counted in
+// gatehouse_idp_requests_total.
+func newOAuthClient(idp *IdPConfig, timeout time.Duration, d deps) (*oauth.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the IdP is reached directly, whatever HTTP_PROXY says
+	tr.TLSClientConfig = &tls.Config{RootCAs: idp.cas, MinVersion: tls.VersionTLS12}
+	idpMetric := d.metrics.idp
+	return oauth.New(oauth.Config{
+		TokenEndpoint: idp.TokenEndpoint,
+		Issuer:        idp.Issuer,
+		ClientID:      idp.ClientID,
+		ClientSecret:  idp.ClientSecret,
+		PrivateKey:    idp.PrivateKey,
+		KeyID:         idp.KeyID,
+		HTTPClient:    &http.Client{Timeout: timeout, Transport: tr},
+		Clock:         d.now,
+		Observe: func(g oauth.Grant, result string) {
+			idpMetric.WithLabelValues(grantLabel(g), result).Inc()
+		},
+	})
+}
+
+// grantLabel is the grant label of gatehouse_idp_requests_total: short
+// names, not the RFC 8693 URN.
+func grantLabel(g oauth.Grant) string {
+	if g == oauth.TokenExchange {
+		return "token_exchange"
+	}
+	return string(g)
 }
 
 func unixNanos(now func() time.Time) func() int64 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/jwks"
 	"github.com/gatehouse/gatehouse/policy"
 )
@@ -29,8 +30,10 @@ import (
 // tokenSource is the OAuth client (internal/oauth) as egress uses it:
 // exchange and client_credentials ask it for a token.
 type tokenSource interface {
-	Token(ctx context.Context, r oauthRequest) (oauthToken, error)
+	Token(ctx context.Context, r oauth.Request) (oauth.Token, error)
 }
+
+var _ tokenSource = (*oauth.Client)(nil)
 
 // egress is one config snapshot's egress side.
 type egress struct {
@@ -43,7 +46,7 @@ type egress struct {
 type egressRoute struct {
 	EgressRoute
 	up       *upstream
-	grant    oauthGrant // for exchange and client_credentials
+	grant    oauth.Grant // for exchange and client_credentials
 	requests [numReasons]lazyCounter
 	m        *Metrics
 }
@@ -73,9 +76,9 @@ func (h *Handler) newEgress(tokens tokenSource) (*egress, error) {
 		er := &egressRoute{EgressRoute: r, m: h.metrics}
 		switch r.Token {
 		case StrategyExchange:
-			er.grant = grantTokenExchange
+			er.grant = oauth.TokenExchange
 		case StrategyClientCredentials:
-			er.grant = grantClientCredentials
+			er.grant = oauth.ClientCredentials
 		}
 		// Sorted once here: the IdP client's cache key is the same for
 		// the same set in any order, and sorting per call would copy.
@@ -234,7 +237,7 @@ func (h *Handler) decideEgress(r *http.Request, o *egressOutcome) {
 		setBearer(r.Header, tok)
 		o.reason = reasonOK
 	case StrategyExchange, StrategyClientCredentials:
-		req := oauthRequest{Grant: route.grant, Audience: route.Audience, Scopes: route.Scopes}
+		req := oauth.Request{Grant: route.grant, Audience: route.Audience, Scopes: route.Scopes}
 		if route.Token == StrategyExchange {
 			tok, res, ok := h.inboundToken(r)
 			if !ok {

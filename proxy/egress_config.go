@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/internal/tlsca"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 	"github.com/gatehouse/gatehouse/jwks"
@@ -70,7 +70,8 @@ type IdPConfig struct {
 	PrivateKey    crypto.Signer // from private_key_file (private_key_jwt, RFC 7523)
 	KeyID         string
 	cas           *x509.CertPool // the named issuer's ca_file; nil: system roots
-	digest        string         // identifies the whole section, secret included, for sharing a client across reloads
+	caSum         [sha256.Size]byte
+	digest        string // identifies the whole section, secret included, for sharing a client across reloads
 }
 
 const defaultInboundGrace = 5 * time.Second
@@ -244,7 +245,7 @@ func decodeIdP(d *yamlpos.Decoder, n *yaml.Node, c *Config) *IdPConfig {
 			ok = false
 		} else if f := c.Issuers[i].CAFile; f != "" {
 			if b, err := tlsca.Load(f); err == nil {
-				p.cas = b.Pool
+				p.cas, p.caSum = b.Pool, b.Sum
 			} // a broken ca_file is reported at its issuer entry
 		}
 		if p.TokenEndpoint == "" {
@@ -297,7 +298,7 @@ func decodeIdP(d *yamlpos.Decoder, n *yaml.Node, c *Config) *IdPConfig {
 			ok = false
 		}
 	case "private_key_file":
-		k, kid, err := loadPrivateKey(v)
+		k, kid, err := oauth.LoadPrivateKey(v)
 		if err != nil {
 			d.Errorf(sn, "egress.idp.private_key_file: %v", err)
 			ok = false
@@ -334,48 +335,11 @@ func checkIdPURL(raw string) error {
 // one client and its token cache.
 func idpDigest(p *IdPConfig) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %q %q %q", p.TokenEndpoint, p.Issuer, p.ClientID, p.ClientSecret, p.KeyID)
+	fmt.Fprintf(h, "%q %q %q %q %q %x", p.TokenEndpoint, p.Issuer, p.ClientID, p.ClientSecret, p.KeyID, p.caSum)
 	if p.PrivateKey != nil {
 		if der, err := x509.MarshalPKIXPublicKey(p.PrivateKey.Public()); err == nil {
 			h.Write(der)
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// loadPrivateKey reads the PEM private key of private_key_jwt (PKCS #8,
-// SEC 1 or PKCS #1); the kid is the SHA-256 of its public key, hex.
-func loadPrivateKey(path string) (crypto.Signer, string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, "", err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, "", fmt.Errorf("%s holds no PEM block", path)
-	}
-	var k any
-	switch blk.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(blk.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-	default:
-		return nil, "", fmt.Errorf("%s: PEM block %q is not a private key", path, blk.Type)
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", path, err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, "", fmt.Errorf("%s: unsupported key type %T", path, k)
-	}
-	der, err := x509.MarshalPKIXPublicKey(s.Public())
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", path, err)
-	}
-	sum := sha256.Sum256(der)
-	return s, hex.EncodeToString(sum[:16]), nil
 }

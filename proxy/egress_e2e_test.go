@@ -38,7 +38,7 @@ type appCall struct {
 
 const egressTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
-func newEgressWorld(t *testing.T, grace string, extraRoutes string) *egressWorld {
+func newEgressWorld(t *testing.T, grace string, extraRoutes string, env ...string) *egressWorld {
 	t.Helper()
 	ew := &egressWorld{world: newWorld(t), down: newRecorder(t), plain: newRecorder(t)}
 	// The app: what it does with each inbound request is chosen by its path.
@@ -63,6 +63,10 @@ func newEgressWorld(t *testing.T, grace string, extraRoutes string) *egressWorld
 			proxyURL, _ := url.Parse(ew.egress)
 			client.Transport = &http.Transport{Proxy: http.ProxyURL(proxyURL)}
 			req, _ = http.NewRequest("GET", "http://orders/orders/3", nil)
+			req.Header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+		case "/api/exchange":
+			req, _ = http.NewRequest("GET", ew.egress+"/ledger", nil)
+			req.Host = "ledger"
 			req.Header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
 		case "/api/public":
 			req, _ = http.NewRequest("GET", ew.egress+"/p", nil)
@@ -95,8 +99,8 @@ egress:
     - host: public
       upstream: %q
       token: none
-%s`, grace, ew.down.URL, ew.plain.URL, extraRoutes)
-	ew.g = startProcess(t, ew.config(egress, ""))
+%s`, grace, ew.down.URL, ew.plain.URL, strings.ReplaceAll(extraRoutes, "{{down}}", ew.down.URL))
+	ew.g = startProcess(t, ew.config(egress, ""), env...)
 	if ew.g.EgressURL == "" {
 		t.Fatalf("no egress address in the listening line:\n%s", ew.g.Stderr.String())
 	}
@@ -307,4 +311,163 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// testIdP is a token endpoint (RFC 6749 4.4, RFC 8693) for client
+// "checkout" with secret "s3cret" (client_secret_basic) that records the
+// requests it answered, or answers 500 while down.
+type testIdP struct {
+	*httptest.Server
+	mu       sync.Mutex
+	subjects []string // subject_token of each exchange
+	hits     int
+	down     bool
+}
+
+func newTestIdP(t *testing.T) *testIdP {
+	idp := &testIdP{}
+	idp.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		idp.mu.Lock()
+		defer idp.mu.Unlock()
+		if r.URL.Path != "/token" || r.Method != http.MethodPost {
+			http.NotFound(w, r)
+			return
+		}
+		if idp.down {
+			http.Error(w, "down", 500)
+			return
+		}
+		id, secret, ok := r.BasicAuth()
+		if !ok || id != "checkout" || secret != "s3cret" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			io.WriteString(w, `{"error":"invalid_client"}`)
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "bad form", 400)
+			return
+		}
+		idp.hits++
+		var tok string
+		switch r.PostForm.Get("grant_type") {
+		case "client_credentials":
+			tok = "service-" + r.PostForm.Get("audience")
+		case "urn:ietf:params:oauth:grant-type:token-exchange":
+			if r.PostForm.Get("subject_token") == "" || r.PostForm.Get("subject_token_type") != "urn:ietf:params:oauth:token-type:access_token" {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(400)
+				io.WriteString(w, `{"error":"invalid_request"}`)
+				return
+			}
+			idp.subjects = append(idp.subjects, r.PostForm.Get("subject_token"))
+			tok = fmt.Sprintf("exchanged-%d-%s-%s", len(idp.subjects), r.PostForm.Get("audience"), strings.ReplaceAll(r.PostForm.Get("scope"), " ", "+"))
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			io.WriteString(w, `{"error":"unsupported_grant_type"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","expires_in":300}`, tok)
+	}))
+	t.Cleanup(idp.Close)
+	return idp
+}
+
+func (idp *testIdP) state() (hits int, subjects []string) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	return idp.hits, append([]string(nil), idp.subjects...)
+}
+
+// TestEgressExchangeAndClientCredentials: through the binary and a real
+// token endpoint, exchange trades exactly the inbound token for one of the
+// route's audience and scopes, client_credentials gets the service's own,
+// both cached (one IdP request per key); with the IdP down and nothing
+// cached, 502 token_unavailable; every IdP request is counted.
+func TestEgressExchangeAndClientCredentials(t *testing.T) {
+	idp := newTestIdP(t)
+	ew := newEgressWorld(t, "1s", fmt.Sprintf(`    - host: ledger
+      upstream: %q
+      token: exchange
+      audience: ledger-api
+      scopes: [ledger:write, ledger:read]
+    - host: reports
+      upstream: %q
+      token: client_credentials
+      audience: reports-api
+  idp:
+    token_endpoint: %q
+    client_id: checkout
+    client_secret_env: CHECKOUT_SECRET
+`, "{{down}}", "{{down}}", idp.URL+"/token"), "CHECKOUT_SECRET=s3cret")
+
+	tok := ew.token(nil)
+	for i := 0; i < 2; i++ {
+		status, _, body := do(t, "GET", ew.g.URL+"/api/exchange", bearerHeader(tok), "")
+		if status != 200 {
+			t.Fatalf("exchange %d: inbound = %d %s", i, status, body)
+		}
+		last := ew.down.Last(t)
+		if a := last.Header.Get("Authorization"); a != "Bearer exchanged-1-ledger-api-ledger:read+ledger:write" {
+			t.Fatalf("exchange %d: downstream Authorization = %q", i, a)
+		}
+	}
+	if hits, subjects := idp.state(); hits != 1 || len(subjects) != 1 || subjects[0] != tok {
+		t.Fatalf("IdP: %d requests, subject tokens %d, want 1 exchange of exactly the inbound token", hits, len(subjects))
+	}
+
+	callReports := func() (int, string) {
+		req, _ := http.NewRequest("GET", ew.egress+"/r", nil)
+		req.Host = "reports"
+		res, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for i := 0; i < 2; i++ {
+		if s, body := callReports(); s != 200 || ew.down.Last(t).Header.Get("Authorization") != "Bearer service-reports-api" {
+			t.Fatalf("client_credentials %d: %d %s, downstream %q", i, s, body, ew.down.Last(t).Header.Get("Authorization"))
+		}
+	}
+	if hits, _ := idp.state(); hits != 2 {
+		t.Fatalf("IdP requests = %d, want 2 (one per key, then cached)", hits)
+	}
+
+	// The IdP goes down: a new subject token has nothing cached.
+	idp.mu.Lock()
+	idp.down = true
+	idp.mu.Unlock()
+	before := len(ew.down.Requests())
+	status, _, body := do(t, "GET", ew.g.URL+"/api/exchange", bearerHeader(ew.token(map[string]any{"sub": "other"})), "")
+	if status != 502 || !strings.Contains(body, `"error":"token_unavailable"`) {
+		t.Fatalf("IdP down: inbound = %d %s, want the app to get 502 token_unavailable", status, body)
+	}
+	if len(ew.down.Requests()) != before {
+		t.Error("a call without a token reached the downstream")
+	}
+	// The cached ones keep working.
+	if s, _ := callReports(); s != 200 {
+		t.Errorf("cached client_credentials with the IdP down = %d, want 200", s)
+	}
+
+	_, _, metrics := do(t, "GET", ew.g.AdminURL+"/metrics", nil, "")
+	for _, want := range []string{
+		`gatehouse_idp_requests_total{grant="token_exchange",result="ok"} 1`,
+		`gatehouse_idp_requests_total{grant="client_credentials",result="ok"} 1`,
+		`gatehouse_idp_requests_total{grant="token_exchange",result="unavailable"}`,
+		`gatehouse_egress_requests_total{result="token_unavailable",route="ledger",strategy="exchange"} 1`,
+		`gatehouse_egress_requests_total{result="ok",route="reports",strategy="client_credentials"} 3`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "gatehouse_"))
+		}
+	}
+	if strings.Contains(ew.g.Stderr.String(), "s3cret") || strings.Contains(ew.g.Stderr.String(), tok) {
+		t.Error("the client secret or the inbound token is in the logs")
+	}
 }

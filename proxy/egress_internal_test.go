@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
 )
 
@@ -22,20 +23,20 @@ import (
 // answers a token per request, or err.
 type recordingSource struct {
 	mu   sync.Mutex
-	got  []oauthRequest
+	got  []oauth.Request
 	err  error
 	hits atomic.Int64
 }
 
-func (s *recordingSource) Token(_ context.Context, r oauthRequest) (oauthToken, error) {
+func (s *recordingSource) Token(_ context.Context, r oauth.Request) (oauth.Token, error) {
 	s.hits.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got = append(s.got, r)
 	if s.err != nil {
-		return oauthToken{}, fmt.Errorf("idp: %w", s.err)
+		return oauth.Token{}, fmt.Errorf("idp: %w", s.err)
 	}
-	return oauthToken{AccessToken: "minted-for-" + r.Audience}, nil
+	return oauth.Token{AccessToken: "minted-for-" + r.Audience}, nil
 }
 
 // egressRig is a Handler with an egress section, an app upstream that
@@ -178,7 +179,7 @@ func TestEgressStrategies(t *testing.T) {
 		t.Errorf("exchange: downstream Authorization = %q", a)
 	}
 	got := rig.src.got[len(rig.src.got)-1]
-	if got.Grant != grantTokenExchange || got.SubjectToken != tok || got.Audience != "ex-api" || fmt.Sprint(got.Scopes) != "[read write]" {
+	if got.Grant != oauth.TokenExchange || got.SubjectToken != tok || got.Audience != "ex-api" || fmt.Sprint(got.Scopes) != "[read write]" {
 		t.Errorf("exchange asked %+v", got)
 	}
 
@@ -188,7 +189,7 @@ func TestEgressStrategies(t *testing.T) {
 	if rec.Code != 200 || rig.downA.Load() != "Bearer minted-for-cc-api" {
 		t.Fatalf("client_credentials = %d %s, downstream Authorization %q", rec.Code, rec.Body, rig.downA.Load())
 	}
-	if got := rig.src.got[len(rig.src.got)-1]; got.Grant != grantClientCredentials || got.SubjectToken != "" {
+	if got := rig.src.got[len(rig.src.got)-1]; got.Grant != oauth.ClientCredentials || got.SubjectToken != "" {
 		t.Errorf("client_credentials asked %+v", got)
 	}
 
@@ -201,7 +202,7 @@ func TestEgressStrategies(t *testing.T) {
 	}
 
 	// The IdP fails: 502 token_unavailable, nothing forwarded.
-	rig.src.err = errTokenUnavailable
+	rig.src.err = oauth.ErrUnavailable
 	rig.downA.Store("none")
 	rec = httptest.NewRecorder()
 	rig.h.Egress().ServeHTTP(rec, egressCall("cc", ""))

@@ -42,6 +42,7 @@ type Handler struct {
 	// inbound is nil too, and the main listener registers nothing.
 	egress  *egress
 	inbound *inboundTable
+	idpKey  string // this handler's reference to its OAuth client in parts; "" for none
 
 	authAllow, authDeny prometheus.Observer
 	log                 *slog.Logger

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/internal/refpool"
 	"github.com/gatehouse/gatehouse/jwks"
 )
@@ -23,6 +24,9 @@ type parts struct {
 	// emitters are keyed by the audit section: a reload that keeps the
 	// section keeps the emitter and its broker connection (SPEC.md 2).
 	emitters *refpool.Pool[auditKey, *audit.Emitter]
+	// idps are the egress OAuth clients, keyed by the idp section's
+	// digest: a reload that keeps it keeps the token cache.
+	idps *refpool.Pool[string, *oauth.Client]
 
 	// closeMu serialises releases so that closeCtx is the releasing
 	// retire's own budget: refpool's close function has no context, and it
@@ -34,6 +38,7 @@ type parts struct {
 
 func newParts(logFlush func(msg string, err error)) *parts {
 	p := &parts{jwks: jwks.NewPool(), log: logFlush}
+	p.idps = refpool.New[string](func(c *oauth.Client) { c.Close() })
 	p.emitters = refpool.New[auditKey](func(e *audit.Emitter) {
 		if err := e.Close(p.closeCtx); err != nil {
 			p.log("audit flush incomplete", err)
