@@ -1,6 +1,10 @@
 package proxy_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"net/http/httptest"
 	"os"
@@ -197,4 +201,38 @@ func httptestTLSCA(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return file
+}
+
+// TestEgressConfigPrivateKey: private_key_file is read at load (-t sees a
+// broken key) through internal/oauth's loader.
+func TestEgressConfigPrivateKey(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "key.pem"), filepath.Join(dir, "bad.pem")
+	if err := os.WriteFile(good, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	section := func(file string) string {
+		return egressBase + "egress:\n  listen: \"127.0.0.1:15001\"\n  idp:\n    token_endpoint: \"https://idp.example.com/token\"\n    client_id: c\n    private_key_file: " + file + "\n"
+	}
+	cfg, err := proxy.ParseConfig("g.yaml", []byte(section(good)))
+	if err != nil {
+		t.Fatalf("good key: %v", err)
+	}
+	if cfg.Egress.IdP.PrivateKey == nil || cfg.Egress.IdP.KeyID == "" {
+		t.Errorf("idp = %+v, want the key and its kid", cfg.Egress.IdP)
+	}
+	if _, err := proxy.ParseConfig("g.yaml", []byte(section(bad))); err == nil || !strings.Contains(err.Error(), "g.yaml:14:23: egress.idp.private_key_file: ") {
+		t.Errorf("bad key: %v", err)
+	}
 }

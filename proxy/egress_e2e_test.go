@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -469,5 +470,54 @@ func TestEgressExchangeAndClientCredentials(t *testing.T) {
 	}
 	if strings.Contains(ew.g.Stderr.String(), "s3cret") || strings.Contains(ew.g.Stderr.String(), tok) {
 		t.Error("the client secret or the inbound token is in the logs")
+	}
+}
+
+// TestEgressReload: SIGHUP reloads the egress routes (a new destination is
+// served at once), and a reload that moves egress.listen is refused with
+// the running config kept.
+func TestEgressReload(t *testing.T) {
+	ew := newEgressWorld(t, "1s", "")
+	call := func(host string) int {
+		req, _ := http.NewRequest("GET", ew.egress+"/x", nil)
+		req.Host = host
+		res, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if s := call("added"); s != 403 {
+		t.Fatalf("before reload: %d, want 403", s)
+	}
+	text, err := os.ReadFile(ew.g.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := strings.Replace(string(text), "    - host: public\n", fmt.Sprintf("    - host: added\n      upstream: %q\n      token: none\n    - host: public\n", ew.plain.URL), 1)
+	if err := os.WriteFile(ew.g.ConfigPath, []byte(added), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ew.g.Signal(syscall.SIGHUP)
+	if !ew.g.WaitLog(`"msg":"config reloaded"`, 10*time.Second) {
+		t.Fatalf("no reload:\n%s", ew.g.Stderr.String())
+	}
+	if s := call("added"); s != 200 {
+		t.Fatalf("after reload: %d, want 200", s)
+	}
+	moved := strings.Replace(added, "listen: \"127.0.0.1:0\"\n  inbound_grace", "listen: \"127.0.0.1:1\"\n  inbound_grace", 1)
+	if moved == added {
+		t.Fatal("the egress listen line was not found")
+	}
+	if err := os.WriteFile(ew.g.ConfigPath, []byte(moved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ew.g.Signal(syscall.SIGHUP)
+	if !ew.g.WaitLog(`egress.listen changed`, 10*time.Second) {
+		t.Fatalf("moving egress.listen was not refused:\n%s", ew.g.Stderr.String())
+	}
+	if s := call("added"); s != 200 {
+		t.Fatalf("after a refused reload: %d, want 200 (the running config kept)", s)
 	}
 }
