@@ -28,6 +28,7 @@ type egressWorld struct {
 	egress   string // the egress listener's URL
 	mu       sync.Mutex
 	inbound  []string // X-Request-Id of each inbound request the app saw
+	hold     chan struct{}
 	appCalls []appCall
 }
 
@@ -41,7 +42,7 @@ const egressTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 func newEgressWorld(t *testing.T, grace string, extraRoutes string, env ...string) *egressWorld {
 	t.Helper()
-	ew := &egressWorld{world: newWorld(t), down: newRecorder(t), plain: newRecorder(t)}
+	ew := &egressWorld{world: newWorld(t), down: newRecorder(t), plain: newRecorder(t), hold: make(chan struct{})}
 	// The app: what it does with each inbound request is chosen by its path.
 	ew.up.SetHandler(func(w http.ResponseWriter, r *http.Request) {
 		ew.mu.Lock()
@@ -68,6 +69,14 @@ func newEgressWorld(t *testing.T, grace string, extraRoutes string, env ...strin
 		case "/api/exchange":
 			req, _ = http.NewRequest("GET", ew.egress+"/ledger", nil)
 			req.Host = "ledger"
+			req.Header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+		case "/api/after-sigterm":
+			// Held until the test has sent SIGTERM: the call is made while
+			// gatehouse drains.
+			ew.hold <- struct{}{}
+			<-ew.hold
+			req, _ = http.NewRequest("GET", ew.egress+"/orders/late", nil)
+			req.Host = "orders"
 			req.Header.Set("X-Request-Id", r.Header.Get("X-Request-Id"))
 		case "/api/public":
 			req, _ = http.NewRequest("GET", ew.egress+"/p", nil)
@@ -519,5 +528,47 @@ func TestEgressReload(t *testing.T) {
 	}
 	if s := call("added"); s != 200 {
 		t.Fatalf("after a refused reload: %d, want 200 (the running config kept)", s)
+	}
+}
+
+// TestEgressDuringShutdown: on SIGTERM the egress listener keeps serving
+// until the in-flight inbound requests have ended: an app that calls out
+// while its request drains still gets its answer (and its token).
+func TestEgressDuringShutdown(t *testing.T) {
+	ew := newEgressWorld(t, "1s", "")
+	tok := ew.token(nil)
+	done := make(chan int, 1)
+	go func() {
+		status, _, _ := do(t, "GET", ew.g.URL+"/api/after-sigterm", bearerHeader(tok), "")
+		done <- status
+	}()
+	select {
+	case <-ew.hold:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the inbound request never reached the app")
+	}
+	ew.g.Signal(syscall.SIGTERM)
+	if !ew.g.WaitLog(`"msg":"shutting down"`, 10*time.Second) {
+		t.Fatalf("no shutdown:\n%s", ew.g.Stderr.String())
+	}
+	ew.hold <- struct{}{}
+	select {
+	case status := <-done:
+		if status != 200 {
+			t.Fatalf("inbound during shutdown = %d, want 200 (the app's call: %+v)", status, ew.lastCall(t))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the inbound request did not end")
+	}
+	if a := ew.down.Last(t).Header.Get("Authorization"); a != "Bearer "+tok {
+		t.Errorf("downstream Authorization = %q, want the inbound token", a)
+	}
+	select {
+	case <-ew.g.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("gatehouse did not exit")
+	}
+	if code := ew.g.ExitCode(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
 	}
 }

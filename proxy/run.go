@@ -296,17 +296,14 @@ func (s *server) shutdown(srv, egressSrv *http.Server, cancelBase context.Cancel
 	s.log.Info("shutting down", "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	// The app's outbound calls are part of its in-flight requests: the
-	// egress listener drains alongside the main one.
-	egressDone := make(chan error, 1)
-	if egressSrv != nil {
-		go func() { egressDone <- egressSrv.Shutdown(ctx) }()
-	} else {
-		egressDone <- nil
-	}
 	err := srv.Shutdown(ctx)
-	if eerr := <-egressDone; eerr != nil {
-		_ = egressSrv.Close()
+	// The app's outbound calls belong to its in-flight requests: the
+	// egress listener keeps accepting until the main one has drained, then
+	// drains itself within what is left of the budget.
+	if egressSrv != nil {
+		if eerr := egressSrv.Shutdown(ctx); eerr != nil {
+			_ = egressSrv.Close()
+		}
 	}
 	cancelBase()
 	if err != nil {

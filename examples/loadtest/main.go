@@ -211,6 +211,7 @@ type config struct {
 	alg      string
 	tokens   tokenMode
 	sink     string // audit sink: file or rabbitmq
+	egress   bool   // an egress listener configured: every allowed request registers its token (SPEC.md 11)
 	status   int    // what gatehouse answers (the baseline always 200)
 	note     string
 	targeted bool
@@ -232,6 +233,7 @@ var allConfigs = []config{
 	{name: "cold-rs256", alg: "RS256", tokens: tokensUnique, sink: "file", status: 200, targeted: true, note: "every request a new RS256 token"},
 	{name: "cold-es256", alg: "ES256", tokens: tokensUnique, sink: "file", status: 200, targeted: true, note: "every request a new ES256 token"},
 	{name: "badsig-rs256", alg: "RS256", tokens: tokensBadSig, sink: "file", status: 401, targeted: true, note: "every request a new RS256 token with a bad signature"},
+	{name: "one-rs256-egress", alg: "RS256", tokens: tokensOne, sink: "file", egress: true, status: 200, note: "one-rs256 with an egress listener configured (each allowed request's token kept for propagate)"},
 	{name: "one-rs256-rabbitmq", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", status: 200, note: "one-rs256 with the RabbitMQ audit sink (not targeted: the broker shares the cores)"},
 }
 

@@ -69,6 +69,15 @@ headers:
   X-Auth-Email: email
 `, e.upstream, issuer, audience, e.jwks.URL, e.o.pool)
 	b.WriteString(routes)
+	if c.egress {
+		fmt.Fprintf(&b, `egress:
+  listen: "127.0.0.1:0"
+  routes:
+    - host: orders
+      upstream: %q
+      token: propagate
+`, e.upstream)
+	}
 	switch c.sink {
 	case "rabbitmq":
 		fmt.Fprintf(&b, `audit:
