@@ -33,9 +33,11 @@
 //   - Decision mode: proxy/decision.go, and the gRPC ext_authz adapter in
 //     proxy/extauthz.go: thin adapters that put their protocol's question to
 //     the same authorize step and turn the outcome back. Built with New.
-//   - Egress (calls between services): proxy/egress.go for the listener;
-//     the OAuth client side (client credentials, token exchange) in
-//     proxy/idp or internal/oauth, with its caches in a refpool.
+//   - Egress (calls between services): proxy/egress.go for the listener
+//     (egress_config.go its section), proxy/inbound.go for the bounded
+//     table of inbound tokens the main listener fills and propagate reads;
+//     the OAuth client side (client credentials, token exchange) is
+//     internal/oauth, one client per idp section in the parts' refpool.
 //   - CEL conditions: policy/expr. Compiled at load with positions, held by
 //     policy.Route; proxy only passes the subject, as it does for roles.
 //   - Revocation: jwks/revoke. Lookups sit on the verifier's hit path and
