@@ -32,6 +32,12 @@ type inboundTable struct {
 	free    []int32 // slots not in use
 	byID    map[string]keySlot
 	byTrace map[traceID]keySlot
+	// tokens shares one copy of a token among the entries of the same
+	// verified result (the verifier's cache gives one *jwks.Result per
+	// token; two tokens never share one): each entry would otherwise keep
+	// its own request's Authorization value alive for the grace, ~1 KB per
+	// request of a popular token.
+	tokens map[*jwks.Result]sharedToken
 	// ended is a FIFO of ended entries, in the order they ended: with one
 	// grace for all, also the order in which they expire.
 	ended       []int32
@@ -47,6 +53,11 @@ type inboundEntry struct {
 	endAt    int64 // 0: in flight; else when the grace ends (unix ns)
 }
 
+type sharedToken struct {
+	token string
+	n     int32 // entries holding it
+}
+
 // keySlot is what a key maps to: the entry, while exactly one carries it.
 type keySlot struct {
 	slot int32
@@ -58,6 +69,7 @@ func newInboundTable(now func() int64) *inboundTable {
 		now:     now,
 		byID:    make(map[string]keySlot, 1024),
 		byTrace: make(map[traceID]keySlot, 1024),
+		tokens:  make(map[*jwks.Result]sharedToken, 1024),
 		ended:   make([]int32, maxInbound),
 	}
 }
@@ -85,6 +97,12 @@ func (t *inboundTable) begin(id string, traceparent []string, token string, res 
 		t.remove(slot)
 	default:
 		return -1
+	}
+	if st, ok := t.tokens[res]; ok {
+		token = st.token
+		t.tokens[res] = sharedToken{token: st.token, n: st.n + 1}
+	} else {
+		t.tokens[res] = sharedToken{token: token, n: 1}
 	}
 	t.entries[slot] = inboundEntry{id: id, trace: tr, hasTrace: hasTrace, token: token, res: res}
 	addKey(t.byID, id, slot)
@@ -157,6 +175,11 @@ func (t *inboundTable) remove(slot int32) {
 	dropKey(t.byID, e.id)
 	if e.hasTrace {
 		dropKey(t.byTrace, e.trace)
+	}
+	if st := t.tokens[e.res]; st.n <= 1 {
+		delete(t.tokens, e.res)
+	} else {
+		t.tokens[e.res] = sharedToken{token: st.token, n: st.n - 1}
 	}
 	*e = inboundEntry{}
 }

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gatehouse/gatehouse/jwks"
 )
@@ -108,7 +110,8 @@ func TestInboundBound(t *testing.T) {
 	for i := range ids {
 		ids[i] = "r" + strconv.Itoa(i)
 	}
-	first := tab.begin(ids[0], nil, "t0", res)
+	// One token per result, as the verifier guarantees.
+	first := tab.begin(ids[0], nil, "t0", liveResult(c))
 	tab.end(first, int64(time.Hour)) // ended, in its grace
 	for i := 1; i < maxInbound; i++ {
 		if tab.begin(ids[i], nil, "t", res) < 0 {
@@ -118,7 +121,7 @@ func TestInboundBound(t *testing.T) {
 	if n := tab.len(); n != maxInbound {
 		t.Fatalf("len = %d, want %d", n, maxInbound)
 	}
-	if s := tab.begin(ids[maxInbound], nil, "new", res); s < 0 {
+	if s := tab.begin(ids[maxInbound], nil, "new", liveResult(c)); s < 0 {
 		t.Fatal("a full table with an ended entry refused a new one")
 	}
 	if _, _, ok := tab.lookup(ids[0], traceID{}, false); ok {
@@ -127,7 +130,7 @@ func TestInboundBound(t *testing.T) {
 	if tok, _, ok := tab.lookup(ids[maxInbound], traceID{}, false); !ok || tok != "new" {
 		t.Errorf("new entry: %q %v", tok, ok)
 	}
-	if s := tab.begin("one-more", nil, "x", res); s != -1 {
+	if s := tab.begin("one-more", nil, "x", liveResult(c)); s != -1 {
 		t.Errorf("a table full of requests in flight registered one more (slot %d)", s)
 	}
 	if n := tab.len(); n != maxInbound {
@@ -188,5 +191,30 @@ func BenchmarkInboundBeginEnd(b *testing.B) {
 	for b.Loop() {
 		tab.end(tab.begin("req-1", tp, "tok", res), 0)
 		c.t++
+	}
+}
+
+// TestInboundSharesToken: entries of the same verified result share one
+// copy of the token, and the share is forgotten with its last entry.
+func TestInboundSharesToken(t *testing.T) {
+	c := &fakeClock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC).UnixNano()}
+	tab := newInboundTable(c.now)
+	res := liveResult(c)
+	first := strings.Clone("the-token")
+	second := strings.Clone("the-token")
+	a := tab.begin("a", nil, first, res)
+	b := tab.begin("b", nil, second, res)
+	if tab.entries[b].token != first || unsafe.StringData(tab.entries[b].token) != unsafe.StringData(first) {
+		t.Error("the second entry of the same result keeps its own copy of the token")
+	}
+	tab.end(a, 0)
+	tab.end(b, 0)
+	if len(tab.tokens) != 0 {
+		t.Errorf("tokens = %d after every entry ended, want 0", len(tab.tokens))
+	}
+	other := &jwks.Result{Expiry: res.Expiry}
+	tab.begin("c", nil, "other-token", other)
+	if tok, _, ok := tab.lookup("c", traceID{}, false); !ok || tok != "other-token" {
+		t.Errorf("another result: %q %v", tok, ok)
 	}
 }
