@@ -260,7 +260,7 @@ func (e *Emitter) encode(ev *Event, buf []byte) message {
 		t = e.now()
 	}
 	id := e.nextID()
-	return message{id: id, typ: EventType(ev.Decision), key: e.keyOf(ev), time: t,
+	return message{id: id, typ: eventType(ev), key: e.keyOf(ev), time: t,
 		body: appendCloudEvent(buf, ev, id, e.source, t)}
 }
 

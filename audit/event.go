@@ -41,6 +41,11 @@ type Event struct {
 	// Shadow, when set, is what a `shadow: true` route would have decided
 	// (SPEC.md 13); the request itself was handled without that route.
 	Shadow *Shadow
+	// Egress marks a decision of the egress listener (SPEC.md 11): type
+	// gatehouse.egress.<decision>, and data.strategy is Strategy (the
+	// route's token strategy; "" for a destination that matched none).
+	Egress   bool
+	Strategy string
 }
 
 // Shadow is a shadow route's would-be decision (SPEC.md 13).
@@ -65,7 +70,7 @@ const truncMarker = "...(truncated)"
 // is not: it is the caller's slice, shared and not to be modified.
 func capFields(ev *Event) {
 	for _, f := range [...]*string{&ev.RequestID, &ev.Decision, &ev.Reason, &ev.Route, &ev.Method,
-		&ev.Path, &ev.Host, &ev.ClientIP, &ev.Subject, &ev.Issuer, &ev.JTI, &ev.Detail} {
+		&ev.Path, &ev.Host, &ev.ClientIP, &ev.Subject, &ev.Issuer, &ev.JTI, &ev.Detail, &ev.Strategy} {
 		if len(*f) > maxField {
 			*f = capString(*f)
 		}
@@ -81,6 +86,21 @@ func capString(s string) string {
 		n--
 	}
 	return s[:n] + truncMarker
+}
+
+// eventType is the CloudEvents type of ev: gatehouse.egress.<decision> for
+// the egress listener's decisions, else EventType's.
+func eventType(ev *Event) string {
+	if !ev.Egress {
+		return EventType(ev.Decision)
+	}
+	switch ev.Decision {
+	case "allow":
+		return "gatehouse.egress.allow"
+	case "deny":
+		return "gatehouse.egress.deny"
+	}
+	return "gatehouse.egress." + ev.Decision
 }
 
 // EventType is the CloudEvents type of a decision: gatehouse.auth.<decision>.
@@ -118,7 +138,7 @@ const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 // every other data field is always present.
 func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byte {
 	b = append(b, `{"specversion":"1.0","type":`...)
-	b = jsonx.AppendString(b, EventType(ev.Decision))
+	b = jsonx.AppendString(b, eventType(ev))
 	b = append(b, `,"source":`...)
 	b = jsonx.AppendString(b, source)
 	b = append(b, `,"id":`...)
@@ -181,6 +201,10 @@ func appendCloudEvent(b []byte, ev *Event, id, source string, t time.Time) []byt
 		b = append(b, `,"reason":`...)
 		b = jsonx.AppendString(b, sh.Reason)
 		b = append(b, '}')
+	}
+	if ev.Egress {
+		b = append(b, `,"strategy":`...)
+		b = jsonx.AppendString(b, ev.Strategy)
 	}
 	b = append(b, `,"duration_ms":`...)
 	b = strconv.AppendFloat(b, float64(ev.Duration)/float64(time.Millisecond), 'f', -1, 64)

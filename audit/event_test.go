@@ -58,6 +58,12 @@ func TestAppendCloudEvent(t *testing.T) {
 				"grpc_status": 7.0, "shadow": map[string]any{"route": "/new/", "decision": "deny", "reason": "missing_token"}},
 		},
 		{
+			name: "egress",
+			ev:   Event{Time: testTime, Decision: "allow", Reason: "ok", Status: 200, Route: "orders", Egress: true, Strategy: "propagate"},
+			want: map[string]any{"request_id": "", "decision": "allow", "reason": "ok", "status": 200.0, "route": "orders", "method": "",
+				"path": "", "host": "", "client_ip": "", "strategy": "propagate", "duration_ms": 0.0},
+		},
+		{
 			name: "empty fields",
 			ev:   Event{Time: testTime, Decision: "allow"},
 			want: map[string]any{"request_id": "", "decision": "allow", "reason": "", "status": 0.0, "route": "", "method": "",
@@ -81,7 +87,11 @@ func TestAppendCloudEvent(t *testing.T) {
 			if err := dec.Decode(&ce); err != nil {
 				t.Fatalf("invalid JSON %s: %v", b, err)
 			}
-			if ce.SpecVersion != "1.0" || ce.Type != "gatehouse.auth."+tt.ev.Decision || ce.Source != "gatehouse/h" ||
+			wantType := "gatehouse.auth." + tt.ev.Decision
+			if tt.ev.Egress {
+				wantType = "gatehouse.egress." + tt.ev.Decision
+			}
+			if ce.SpecVersion != "1.0" || ce.Type != wantType || ce.Source != "gatehouse/h" ||
 				ce.ID != "abc" || ce.Time != "2026-11-22T09:00:00.123456Z" || ce.DataContentType != "application/json" {
 				t.Errorf("envelope = %+v", ce)
 			}

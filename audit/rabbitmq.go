@@ -377,7 +377,7 @@ func (r *rabbit) addToBatch(ev *Event, now time.Time) (message, bool) {
 		b = &openBatch{}
 		r.open[key] = b
 	}
-	typ := EventType(ev.Decision)
+	typ := eventType(ev)
 	if b.n == 0 {
 		b.buf = append(b.buf[:0], '[')
 		b.since, b.typ = now, typ

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/jwks"
 	"github.com/gatehouse/gatehouse/jwks/jwkstest"
 	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
@@ -216,6 +217,13 @@ func BenchmarkServeHTTP(b *testing.B) {
 		tok := "Bearer " + rs.Sign(benchClaims(0))
 		run(b, h, func(int) string { return tok }, http.StatusOK)
 	})
+	// The same with an egress listener configured: every allowed request
+	// registers its token for propagate and ends its entry (SPEC.md 11).
+	b.Run("one-rs256-egress", func(b *testing.B) {
+		h := benchHandlerWith(b, up.URL, js.URL, benchRoutes+benchEgress(up.URL))
+		tok := "Bearer " + rs.Sign(benchClaims(0))
+		run(b, h, func(int) string { return tok }, http.StatusOK)
+	})
 	for _, k := range []*jwkstest.Key{rs, es} {
 		b.Run("cold-"+strings.ToLower(k.Alg), func(b *testing.B) {
 			h := benchHandler(b, up.URL, js.URL)
@@ -246,6 +254,61 @@ func processCPU() int64 {
 		return 0
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func benchEgress(upstreamURL string) string {
+	return `
+egress:
+  listen: "127.0.0.1:0"
+  routes:
+    - host: orders
+      upstream: "` + upstreamURL + `"
+      token: propagate
+`
+}
+
+// BenchmarkEgress sends the app's outbound calls through the egress
+// listener's handler while their inbound request is in flight: propagate
+// (lookup by X-Request-Id, Authorization set), beside a bare
+// httputil.ReverseProxy forward to the same upstream.
+func BenchmarkEgress(b *testing.B) {
+	up := benchUpstream(b)
+	rs := jwkstest.NewKey("RS256", "rs-1")
+	js := jwkstest.NewServer(rs)
+	b.Cleanup(js.Close)
+	call := func() *http.Request {
+		r := newBenchRequest("/orders/42", "Bearer app-own")
+		r.Host = "orders"
+		r.Header["X-Request-Id"] = []string{"inbound-1"}
+		return r
+	}
+	run := func(b *testing.B, h http.Handler) {
+		b.ReportAllocs()
+		w := &discardWriter{h: http.Header{}}
+		for b.Loop() {
+			clear(w.h)
+			w.code = 0
+			h.ServeHTTP(w, call())
+			if w.code != http.StatusOK {
+				b.Fatalf("status %d", w.code)
+			}
+		}
+	}
+	b.Run("baseline", func(b *testing.B) {
+		target, _ := url.Parse(up.URL)
+		rp := &httputil.ReverseProxy{
+			Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+			Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
+		}
+		run(b, rp)
+	})
+	b.Run("propagate", func(b *testing.B) {
+		h := benchHandlerWith(b, up.URL, js.URL, benchRoutes+benchEgress(up.URL))
+		res := &jwks.Result{Expiry: time.Now().Add(time.Hour)}
+		slot := h.inbound.begin("inbound-1", nil, rs.Sign(benchClaims(0)), res)
+		defer h.inbound.end(slot, 0)
+		run(b, h.Egress())
+	})
 }
 
 // BenchmarkCachedTokenMemory sends 10,000 distinct valid tokens through the

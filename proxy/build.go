@@ -2,15 +2,18 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/gatehouse/gatehouse/policy"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/jwks"
 	"github.com/gatehouse/gatehouse/jwks/revoke"
 )
@@ -54,6 +57,9 @@ func New(ctx context.Context, cfg *Config, opts HandlerOptions) (*Handler, error
 	if d.stdout == nil {
 		d.stdout = os.Stdout
 	}
+	if cfg.Egress != nil {
+		d.inbound = newInboundTable(unixNanos(d.now))
+	}
 	log := d.log
 	// A handler of its own has pools of its own: nothing to share with.
 	p := newParts(func(msg string, err error) { log.Warn(msg, "error", err.Error()) })
@@ -79,6 +85,9 @@ type deps struct {
 	now     func() time.Time
 	source  string // audit CloudEvents source
 	stdout  io.Writer
+	// inbound is the process's table of inbound tokens for egress
+	// propagate; nil when the config has no egress (a restart-only change).
+	inbound *inboundTable
 }
 
 // build compiles cfg into a Handler. Parts whose config did not change are
@@ -121,6 +130,31 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 		h.routes = append(h.routes, routeState{route: rt, up: up, metrics: &routeMetrics{name: rt.Name, m: d.metrics}, aud: assertionAudience(raw)})
 	}
 
+	if cfg.Egress != nil {
+		h.inbound = d.inbound
+		var tokens tokenSource
+		if idp := cfg.Egress.IdP; idp != nil {
+			// The client and its token cache outlive a reload that keeps
+			// the idp section (and the upstream timeout its requests use).
+			key := idp.digest + " " + cfg.Timeouts.Upstream.String()
+			c, _, err := p.idps.Acquire(key, func() (*oauth.Client, error) {
+				return newOAuthClient(idp, cfg.Timeouts.Upstream, d)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("egress idp: %w", err)
+			}
+			h.idpKey, tokens = key, c
+		}
+		e, err := h.newEgress(tokens)
+		if err != nil {
+			if h.idpKey != "" {
+				p.idps.Release(h.idpKey)
+			}
+			return nil, err
+		}
+		h.egress = e
+	}
+
 	// The cached results keep only the claims that headers and route rules
 	// read: the whole payload of 10,000 tokens was most of the memory.
 	keep := []string{}
@@ -152,6 +186,9 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 		Now:          d.now,
 	})
 	if err != nil {
+		if h.idpKey != "" {
+			p.idps.Release(h.idpKey)
+		}
 		return nil, fmt.Errorf("build verifier: %w", err)
 	}
 	h.verifier = v
@@ -168,6 +205,9 @@ func build(ctx context.Context, cfg *Config, d deps, p *parts) (*Handler, error)
 	})
 	if err != nil {
 		v.Close()
+		if h.idpKey != "" {
+			p.idps.Release(h.idpKey)
+		}
 		return nil, fmt.Errorf("start audit: %w", err)
 	}
 	h.emitter = e
@@ -216,4 +256,43 @@ func (h *Handler) retire(ctx context.Context) {
 	if h.feed != nil {
 		h.parts.feeds.Release(h.feedKey)
 	}
+	if h.idpKey != "" {
+		h.parts.idps.Release(h.idpKey)
+	}
+}
+
+// newOAuthClient is the identity provider client of an egress.idp section:
+// its requests are bounded by timeouts.upstream and counted in
+// gatehouse_idp_requests_total.
+func newOAuthClient(idp *IdPConfig, timeout time.Duration, d deps) (*oauth.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the IdP is reached directly, whatever HTTP_PROXY says
+	tr.TLSClientConfig = &tls.Config{RootCAs: idp.cas, MinVersion: tls.VersionTLS12}
+	idpMetric := d.metrics.idp
+	return oauth.New(oauth.Config{
+		TokenEndpoint: idp.TokenEndpoint,
+		Issuer:        idp.Issuer,
+		ClientID:      idp.ClientID,
+		ClientSecret:  idp.ClientSecret,
+		PrivateKey:    idp.PrivateKey,
+		KeyID:         idp.KeyID,
+		HTTPClient:    &http.Client{Timeout: timeout, Transport: tr},
+		Clock:         d.now,
+		Observe: func(g oauth.Grant, result string) {
+			idpMetric.WithLabelValues(grantLabel(g), result).Inc()
+		},
+	})
+}
+
+// grantLabel is the grant label of gatehouse_idp_requests_total: short
+// names, not the RFC 8693 URN.
+func grantLabel(g oauth.Grant) string {
+	if g == oauth.TokenExchange {
+		return "token_exchange"
+	}
+	return string(g)
+}
+
+func unixNanos(now func() time.Time) func() int64 {
+	return func() int64 { return now().UnixNano() }
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,9 @@ type Config struct {
 
 	// Assertion is `upstream_assertion` (SPEC.md 11); nil: off.
 	Assertion *AssertionConfig
+
+	// Egress is the `egress` section (SPEC.md 11); nil: no egress listener.
+	Egress *EgressConfig
 
 	// Warnings are what `-t` prints to stderr (exit 0) and a start or
 	// reload logs, each "FILE:LINE:COL: warning: message" (SPEC.md 15).
@@ -175,6 +179,7 @@ var topLevelKeys = []string{
 	"paths", "routes", "default", "audit", "log", "cors", "listen_protocols", "upstream_protocol",
 	"upstream_assertion",
 	"revocation",
+	"egress",
 }
 
 // LoadConfig reads, parses and validates the config file at path, reading
@@ -264,6 +269,7 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	decodeAssertion(d, m.Get("upstream_assertion"), c)
 	checkAssertionHeader(d, c)
 	c.Revocation = revoke.Decode(d, m.Get("revocation"))
+	decodeEgress(d, m.Get("egress"), c)
 
 	lg := d.Map(m.Get("log"), "level")
 	if n := lg.Get("level"); !yamlpos.IsNull(n) {
@@ -278,7 +284,9 @@ func decodeConfig(d *yamlpos.Decoder, root *yaml.Node) (*Config, error) {
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
-	c.Warnings = c.Policy.Warnings()
+	if pw := c.Policy.Warnings(); len(pw) > 0 {
+		c.Warnings = append(slices.Clip(pw), c.Warnings...)
+	}
 	if c.Assertion != nil && c.AdminListen == "" {
 		// Signed, but nobody can fetch the keys to check it.
 		c.Warnings = append(c.Warnings, yamlpos.Errorf(d.Pos(m.Get("upstream_assertion")),

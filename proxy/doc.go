@@ -40,9 +40,11 @@
 //   - Upstream assertion (SPEC.md 11): proxy/assertion.go signs, per
 //     verified token and upstream, in the token's Result.Memo; the JWKS of
 //     its keys is served by admin.go.
-//   - Egress (calls between services): proxy/egress.go for the listener;
-//     the OAuth client side (client credentials, token exchange) in
-//     proxy/idp or internal/oauth, with its caches in a refpool.
+//   - Egress (calls between services): proxy/egress.go for the listener
+//     (egress_config.go its section), proxy/inbound.go for the bounded
+//     table of inbound tokens the main listener fills and propagate reads;
+//     the OAuth client side (client credentials, token exchange) is
+//     internal/oauth, one client per idp section in the parts' refpool.
 //   - CEL conditions: policy/expr. Compiled at load with positions, held by
 //     policy.Route; proxy only passes the subject, as it does for roles.
 //   - Revocation: jwks/revoke. Lookups sit on the verifier's hit path and

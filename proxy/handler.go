@@ -48,6 +48,11 @@ type Handler struct {
 	// the handlers of other reloads of the same section; nil: off.
 	throttle    *ratelimit.Table
 	throttleKey throttleKey
+	// egress is the egress listener's side (egress.go), nil when off; then
+	// inbound is nil too, and the main listener registers nothing.
+	egress  *egress
+	inbound *inboundTable
+	idpKey  string // this handler's reference to its OAuth client in parts; "" for none
 
 	authAllow, authDeny prometheus.Observer
 	log                 *slog.Logger
@@ -79,6 +84,7 @@ type outcome struct {
 	description string // verifier's text for error_description
 	detail      string // the failed check in words (audit data.detail, debug log); never a token or claim value
 	res         *jwks.Result
+	raw         string        // the verified token, for egress propagate and exchange
 	tokenSrc    int           // the source the verified token came from, -1 none
 	label       *routeMetrics // the metrics and audit route when not route's own (cors_preflight)
 	shadow      *audit.Shadow // what a shadow route in line would have decided (SPEC.md 13)
@@ -142,6 +148,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !o.reason.allowed() {
 		h.answer(w, r, &o)
 		return
+	}
+	if h.inbound != nil && o.res != nil {
+		// The app's outbound calls for this request may use its token
+		// (SPEC.md 11) while it is in flight and for inbound_grace after.
+		slot := h.inbound.begin(o.id, r.Header["Traceparent"], o.raw, o.res)
+		defer h.inbound.end(slot, h.egress.grace)
 	}
 	h.forward(w, r, &o)
 	if late {
@@ -285,7 +297,7 @@ func (h *Handler) authorize(r *http.Request, o *outcome) {
 			o.reason, o.description, o.detail = verifyReason(err)
 			return
 		}
-		o.res, o.tokenSrc = res, src
+		o.res, o.tokenSrc, o.raw = res, src, raw
 		if h.feed != nil && h.revoked(o) {
 			return
 		}

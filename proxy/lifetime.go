@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gatehouse/gatehouse/audit"
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/internal/ratelimit"
 	"github.com/gatehouse/gatehouse/internal/refpool"
 	"github.com/gatehouse/gatehouse/jwks"
@@ -37,6 +38,9 @@ type parts struct {
 	// feedReady is set once any feed of this server has read its backlog:
 	// a reload that starts a new feed does not make /readyz fail again.
 	feedReady atomic.Bool
+	// idps are the egress OAuth clients, keyed by the idp section's
+	// digest: a reload that keeps it keeps the token cache.
+	idps *refpool.Pool[string, *oauth.Client]
 
 	// closeMu serialises releases so that closeCtx is the releasing
 	// retire's own budget: refpool's close function has no context, and it
@@ -50,6 +54,7 @@ func newParts(logFlush func(msg string, err error)) *parts {
 	p := &parts{jwks: jwks.NewPool(), log: logFlush, revocations: revoke.NewStore()}
 	p.throttles = refpool.New[throttleKey](func(*ratelimit.Table) {}) // memory only: nothing to close
 	p.feeds = refpool.New[feedKey](func(f *revoke.Feed) { f.Close() })
+	p.idps = refpool.New[string](func(c *oauth.Client) { c.Close() })
 	p.emitters = refpool.New[auditKey](func(e *audit.Emitter) {
 		if err := e.Close(p.closeCtx); err != nil {
 			p.log("audit flush incomplete", err)

@@ -24,6 +24,8 @@ type Metrics struct {
 	panics           prometheus.Counter
 	shadow           *prometheus.CounterVec
 	assertionsSigned prometheus.Counter
+	egress           *prometheus.CounterVec
+	idp              *prometheus.CounterVec
 
 	jwks  *jwks.Metrics
 	audit *audit.Metrics
@@ -74,7 +76,15 @@ func NewMetrics(version string) *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	m.shadow = newShadowMetric()
-	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, m.assertionsSigned, build)
+	m.egress = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_egress_requests_total",
+		Help: "Egress calls by route (the egress host, or default when none matched), token strategy and result (ok, or the refusal's code).",
+	}, []string{"route", "strategy", "result"})
+	m.idp = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_idp_requests_total",
+		Help: "Token requests to the identity provider by grant and result (ok, error, unavailable); cache hits are not requests.",
+	}, []string{"grant", "result"})
+	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, m.egress, m.idp, m.assertionsSigned, build)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	m.jwks = jwks.NewMetrics(reg)

@@ -77,6 +77,9 @@ func Run(ctx context.Context, opts Options) error {
 		},
 	}
 	s.parts = newParts(s.logFlush)
+	if cfg.Egress != nil {
+		s.deps.inbound = newInboundTable(unixNanos(s.deps.now))
+	}
 	s.logWarnings(cfg, "start")
 	return s.run(ctx, cfg)
 }
@@ -122,6 +125,13 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 	if adminLn != nil {
 		defer adminLn.Close()
 	}
+	var egressLn net.Listener
+	if cfg.Egress != nil {
+		if egressLn, err = net.Listen("tcp", cfg.Egress.Listen); err != nil {
+			return fmt.Errorf("listen egress %s: %w", cfg.Egress.Listen, err)
+		}
+		defer egressLn.Close()
+	}
 
 	// SIGHUP is caught from before the "listening" line on: its default
 	// action would end the process, and a supervisor may send it as soon as
@@ -153,11 +163,16 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 	}
 
 	srv, serveErr := s.serve(ln, cfg, baseCtx)
-	var adminAddr net.Addr
+	var adminAddr, egressAddr net.Addr
 	if adminLn != nil {
 		adminAddr = adminLn.Addr()
 	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "admin", addrString(adminAddr), "tls", cfg.TLS != nil)
+	var egressSrv *http.Server
+	if egressLn != nil {
+		egressSrv = s.serveEgress(egressLn, cfg, baseCtx)
+		egressAddr = egressLn.Addr()
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "admin", addrString(adminAddr), "egress", addrString(egressAddr), "tls", cfg.TLS != nil)
 	if s.opts.Listening != nil {
 		s.opts.Listening(ln.Addr(), adminAddr)
 	}
@@ -169,7 +184,7 @@ func (s *server) run(ctx context.Context, cfg *Config) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return s.shutdown(srv, cancelBase)
+			return s.shutdown(srv, egressSrv, cancelBase)
 		case err := <-serveErr:
 			if errors.Is(err, http.ErrServerClosed) {
 				return nil
@@ -275,13 +290,21 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-func (s *server) shutdown(srv *http.Server, cancelBase context.CancelFunc) error {
+func (s *server) shutdown(srv, egressSrv *http.Server, cancelBase context.CancelFunc) error {
 	h := s.current.Load()
 	timeout := h.cfg.Timeouts.Shutdown
 	s.log.Info("shutting down", "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := srv.Shutdown(ctx)
+	// The app's outbound calls belong to its in-flight requests: the
+	// egress listener keeps accepting until the main one has drained, then
+	// drains itself within what is left of the budget.
+	if egressSrv != nil {
+		if eerr := egressSrv.Shutdown(ctx); eerr != nil {
+			_ = egressSrv.Close()
+		}
+	}
 	cancelBase()
 	if err != nil {
 		s.log.Warn("in-flight requests cut at shutdown timeout", "error", err.Error())
@@ -371,6 +394,9 @@ func restartOnly(old, cfg *Config) error {
 	if old.Listen != cfg.Listen {
 		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "listen changed from %q to %q: a restart is needed", old.Listen, cfg.Listen))
 	}
+	if oldE, newE := egressListen(old), egressListen(cfg); oldE != newE {
+		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "egress.listen changed from %q to %q: a restart is needed", oldE, newE))
+	}
 	if old.AdminListen != cfg.AdminListen {
 		errs = append(errs, yamlpos.Errorf(yamlpos.Pos{File: cfg.File}, "admin.listen changed from %q to %q: a restart is needed", old.AdminListen, cfg.AdminListen))
 	}
@@ -422,4 +448,35 @@ func fileDigest(path string) []byte {
 	}
 	sum := sha256.Sum256(b)
 	return sum[:]
+}
+
+// egressListen is egress.listen, "" when egress is off.
+func egressListen(c *Config) string {
+	if c.Egress == nil {
+		return ""
+	}
+	return c.Egress.Listen
+}
+
+// serveEgress starts the egress listener (SPEC.md 11) on ln. HTTP/1.1
+// only: what HTTP_PROXY clients speak. Each call is answered by the
+// current config snapshot, so a reload changes routes at once.
+func (s *server) serveEgress(ln net.Listener, cfg *Config, baseCtx context.Context) *http.Server {
+	maxHeader := max(int(cfg.Limits.MaxHeaderBytes)-4096, 1024)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.current.Load().serveEgress(w, r)
+		}),
+		ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
+		IdleTimeout:       cfg.Timeouts.Idle,
+		MaxHeaderBytes:    maxHeader,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("egress listener failed", "error", err.Error())
+		}
+	}()
+	return srv
 }

@@ -137,7 +137,7 @@ audit:
 upstream_assertion:
   issuer: sec
   key_file: %q
-`, s.up.URL, issuer, srvA.URL, issuerB, srvB.URL, issuerC, srvA.URL, s.tunnel.URL, assertFile)
+%s`, s.up.URL, issuer, srvA.URL, issuerB, srvB.URL, issuerC, srvA.URL, s.tunnel.URL, assertFile, secEgress(s.up.URL))
 	s.g = startGatehouse(t, cfg)
 	s.user = s.rsa.Sign(s.claims(nil))
 	return s
@@ -421,7 +421,7 @@ func upstreamMethod(m string) func(t *testing.T, s *secWorld, up []proxytest.Req
 // catalogue is every row, in the order SECURITY.md lists them.
 func catalogue() []attackCase {
 	var all []attackCase
-	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases(), floodCases(), assertionCases()} {
+	for _, part := range [][]attackCase{jwtCases(), pathCases(), headerCases(), smugglingCases(), http2Cases(), floodCases(), assertionCases(), egressCases()} {
 		all = append(all, part...)
 	}
 	return all
@@ -1163,7 +1163,7 @@ const (
 var categoryTitles = []struct{ key, title string }{
 	{"jwt", "JWT attacks"}, {"path", "Path tricks"}, {"header", "Header smuggling"},
 	{"smuggling", "Request smuggling"}, {"body", "Bodies on denied requests"}, {"slowloris", "Slow clients"},
-	{"http2", "HTTP/2 and gRPC"}, {"flood", "Failed-auth floods"}, {"assertion", "Upstream assertion (SPEC.md 11)"},
+	{"http2", "HTTP/2 and gRPC"}, {"flood", "Failed-auth floods"}, {"assertion", "Upstream assertion (SPEC.md 11)"}, {"egress", "Egress listener"},
 }
 
 // renderCatalogue is the markdown list SECURITY.md carries between the markers.

@@ -214,6 +214,7 @@ type config struct {
 	// assertion turns upstream_assertion on (an Ed25519 key made per run):
 	// issue 16's target is >= 0.9x of one-rs256.
 	assertion bool
+	egress    bool // an egress listener configured: every allowed request registers its token (SPEC.md 11)
 	durable   bool // rabbitmq with audit.durable (a spool_dir in the run's directory)
 	status    int  // what gatehouse answers (the baseline always 200)
 	note      string
@@ -237,6 +238,7 @@ var allConfigs = []config{
 	{name: "cold-es256", alg: "ES256", tokens: tokensUnique, sink: "file", status: 200, targeted: true, note: "every request a new ES256 token"},
 	{name: "badsig-rs256", alg: "RS256", tokens: tokensBadSig, sink: "file", status: 401, targeted: true, note: "every request a new RS256 token with a bad signature"},
 	{name: "one-rs256-assertion", alg: "RS256", tokens: tokensOne, sink: "file", status: 200, assertion: true, note: "one-rs256 with upstream_assertion on (EdDSA)"},
+	{name: "one-rs256-egress", alg: "RS256", tokens: tokensOne, sink: "file", egress: true, status: 200, note: "one-rs256 with an egress listener configured (each allowed request's token kept for propagate)"},
 	{name: "one-rs256-rabbitmq", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", status: 200, note: "one-rs256 with the RabbitMQ audit sink (not targeted: the broker shares the cores)"},
 	{name: "one-rs256-rabbitmq-durable", alg: "RS256", tokens: tokensOne, sink: "rabbitmq", durable: true, status: 200, note: "one-rs256-rabbitmq with audit.durable: every event through the spool file (fsync_interval 50ms)"},
 	{name: "one-rs256-stdout", alg: "RS256", tokens: tokensOne, sink: "stdout", status: 200, note: "one-rs256 with the stdout audit sink (read by this program through a pipe): the reference of the issue-15 ratio"},

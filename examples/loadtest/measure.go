@@ -76,6 +76,15 @@ headers:
 	if c.assertion {
 		fmt.Fprintf(&b, "upstream_assertion:\n  issuer: loadtest\n  key_file: %q\n  claims: [roles]\n", assertionKey(dir))
 	}
+	if c.egress {
+		fmt.Fprintf(&b, `egress:
+  listen: "127.0.0.1:0"
+  routes:
+    - host: orders
+      upstream: %q
+      token: propagate
+`, e.upstream)
+	}
 	switch c.sink {
 	case "rabbitmq", "rabbitmq-batch":
 		fmt.Fprintf(&b, `audit:

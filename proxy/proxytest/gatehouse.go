@@ -30,6 +30,7 @@ const Version = "e2e-test"
 type Gatehouse struct {
 	URL        string // http://127.0.0.1:PORT
 	AdminURL   string // "" without an admin listener
+	EgressURL  string // http://127.0.0.1:PORT of egress.listen; "" without one
 	ConfigPath string
 	Stderr     *SyncBuffer
 	Stdout     *SyncBuffer
@@ -79,6 +80,16 @@ func StartFile(t testing.TB, path string, env ...string) *Gatehouse {
 		if a[1] != nil {
 			g.AdminURL = "http://" + a[1].String()
 		}
+		// The "listening" line is logged before Listening is called.
+		for _, l := range strings.Split(g.Stderr.String(), "\n") {
+			var line struct {
+				Msg    string `json:"msg"`
+				Egress string `json:"egress"`
+			}
+			if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "listening" && line.Egress != "" {
+				g.EgressURL = "http://" + line.Egress
+			}
+		}
 	case <-g.exited:
 		t.Fatalf("gatehouse stopped before listening: %v\nlogs:\n%s", g.exitErr, g.Stderr.String())
 	case <-time.After(20 * time.Second):
@@ -113,19 +124,20 @@ func StartProcessFile(t testing.TB, path string, env ...string) *Gatehouse {
 	}()
 	t.Cleanup(g.Stop)
 
-	type listening struct{ addr, admin string }
+	type listening struct{ addr, admin, egress string }
 	found := make(chan listening, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sent := false
 		for sc.Scan() {
 			var line struct {
-				Msg   string `json:"msg"`
-				Addr  string `json:"addr"`
-				Admin string `json:"admin"`
+				Msg    string `json:"msg"`
+				Addr   string `json:"addr"`
+				Admin  string `json:"admin"`
+				Egress string `json:"egress"`
 			}
 			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				found <- listening{line.Addr, line.Admin}
+				found <- listening{line.Addr, line.Admin, line.Egress}
 				sent = true
 			}
 		}
@@ -136,6 +148,9 @@ func StartProcessFile(t testing.TB, path string, env ...string) *Gatehouse {
 		g.URL = "http://" + l.addr
 		if l.admin != "" {
 			g.AdminURL = "http://" + l.admin
+		}
+		if l.egress != "" {
+			g.EgressURL = "http://" + l.egress
 		}
 	case <-g.exited:
 		t.Fatalf("gatehouse exited before listening: %v\nstderr:\n%s", g.exitErr, g.Stderr.String())
