@@ -133,9 +133,10 @@ func start(ctx context.Context, p ports, log *slog.Logger) (_ *demo, err error) 
 	}
 	d.issuer = "http://" + issLn.Addr().String()
 	iss := demoissuer.New(d.issuer, audienceA, time.Now, demoissuer.Options{
-		Clients:   map[string]string{clientID: secret},
-		Audiences: []string{audienceB},
-		BaseURL:   d.issuer,
+		Clients:         map[string]string{clientID: secret},
+		ClientAudiences: map[string]string{clientID: audienceA},
+		Audiences:       []string{audienceB},
+		BaseURL:         d.issuer,
 	})
 	d.issuerSrv = d.serve(issLn, iss)
 

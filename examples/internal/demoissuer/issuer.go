@@ -56,6 +56,10 @@ type Options struct {
 	// Clients are the OAuth clients (client_id -> client_secret) allowed at
 	// POST /token with client_secret_basic. None: the endpoint refuses all.
 	Clients map[string]string
+	// ClientAudiences, when it names a client, is the audience of that
+	// client's own API: it may exchange only subject tokens addressed to
+	// it (a token it received), not any token of the issuer it came by.
+	ClientAudiences map[string]string
 	// Audiences are the audiences /token issues tokens for (RFC 8693
 	// audience, also accepted for client credentials); any other is
 	// invalid_target. The login audience is always among them.

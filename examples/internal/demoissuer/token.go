@@ -143,7 +143,7 @@ func (is *Issuer) issue(w http.ResponseWriter, r *http.Request) (map[string]any,
 		// The client acts for itself: it is the subject.
 		claims["sub"] = client
 	} else {
-		subject, err := is.exchangeSubject(form)
+		subject, err := is.exchangeSubject(form, client)
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +245,7 @@ func scopeOf(s string) (string, error) {
 // that has not expired is accepted; anything else is invalid_request (RFC
 // 8693 2.2.2: "if either the subject_token or actor_token are invalid for
 // any reason").
-func (is *Issuer) exchangeSubject(form url.Values) (map[string]any, error) {
+func (is *Issuer) exchangeSubject(form url.Values, client string) (map[string]any, error) {
 	tok, typ := form.Get("subject_token"), form.Get("subject_token_type")
 	if tok == "" {
 		return nil, invalid("invalid_request", "subject_token is missing")
@@ -267,6 +267,9 @@ func (is *Issuer) exchangeSubject(form url.Values) (map[string]any, error) {
 	claims, err := is.verify(tok)
 	if err != nil {
 		return nil, invalid("invalid_request", "subject_token: %v", err)
+	}
+	if own, ok := is.opts.ClientAudiences[client]; ok && !hasAudience(claims["aud"], own) {
+		return nil, invalid("invalid_request", "subject_token is not addressed to client %s (aud %s)", client, own)
 	}
 	return claims, nil
 }
@@ -322,6 +325,18 @@ func (is *Issuer) verify(tok string) (map[string]any, error) {
 		return nil, errors.New("no sub")
 	}
 	return claims, nil
+}
+
+// hasAudience reports whether a JWT aud claim (a string or an array of
+// strings, RFC 7519 4.1.3) contains want.
+func hasAudience(aud any, want string) bool {
+	switch a := aud.(type) {
+	case string:
+		return a == want
+	case []any:
+		return slices.Contains(a, any(want))
+	}
+	return false
 }
 
 func decodeSegment(seg string, v any) error {

@@ -27,6 +27,8 @@ func newWorld(t *testing.T) *world {
 		// A secret with characters RFC 6749 2.3.1's form-encoding changes.
 		Clients:   map[string]string{"service-a": "s3:cr+t%", "other": "x"},
 		Audiences: []string{"service-b"},
+		// "other" is service B: it may exchange what was addressed to B.
+		ClientAudiences: map[string]string{"other": "service-b"},
 	})
 	w.srv = httptest.NewServer(w.is)
 	t.Cleanup(w.srv.Close)
@@ -147,6 +149,11 @@ func TestTokenExchange(t *testing.T) {
 	prior, _ := act["act"].(map[string]any)
 	if act["sub"] != "other" || prior["sub"] != "service-a" {
 		t.Errorf("nested act %v", c["act"])
+	}
+	// B's client cannot exchange alice's token for A: it was not addressed to B.
+	if a := w.post(url.Values{"grant_type": {GrantTokenExchange}, "subject_token": {user}, "subject_token_type": {TokenTypeAccessToken}},
+		func(r *http.Request) { r.SetBasicAuth("other", "x") }); a.status != 400 || a.body["error"] != "invalid_request" {
+		t.Errorf("exchange of a token not addressed to the client: %d %v", a.status, a.body)
 	}
 	// A token signed with the previous key still exchanges after a rotation.
 	w.is.Rotate()
