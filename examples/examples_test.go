@@ -674,3 +674,59 @@ func TestQuickstartRefusesBarePort(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickstartTokenEndpoint: the quickstart's issuer answers client
+// credentials and token exchange for its demo client, and gatehouse treats
+// what it issues like any token of that issuer: the exchanged token is
+// alice's (roles included, the client as actor), the client's own token has
+// no role and gets 403 on a user route; a wrong secret gets invalid_client.
+func TestQuickstartTokenEndpoint(t *testing.T) {
+	q := startQuickstart(t)
+	q.waitReady(t)
+	secret := os.Getenv("DEMO_CLIENT_SECRET")
+	if secret == "" {
+		secret = "demo-secret"
+	}
+	token := func(form url.Values, secret string) response {
+		t.Helper()
+		auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("demo-client:"+url.QueryEscape(secret)))
+		return do(t, "POST", q.issuer+"/token", http.Header{
+			"Content-Type":  {"application/x-www-form-urlencoded"},
+			"Authorization": {auth},
+		}, form.Encode())
+	}
+	accessToken := func(r response) string {
+		t.Helper()
+		var v struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.Unmarshal(r.body, &v); err != nil || r.status != 200 || v.AccessToken == "" {
+			t.Fatalf("token endpoint: %d %s", r.status, r.body)
+		}
+		return v.AccessToken
+	}
+
+	alice := q.login(t, "alice", "wonderland")
+	exchanged := accessToken(token(url.Values{
+		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token":      {alice},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+	}, secret))
+	if r := do(t, "GET", q.gate+"/api/orders", bearer(exchanged), ""); r.status != 200 || decodeEcho(t, r).Headers["X-Auth-Subject"] != "alice" {
+		t.Errorf("exchanged token at gatehouse: %d %s", r.status, r.body)
+	}
+	own := accessToken(token(url.Values{"grant_type": {"client_credentials"}}, secret))
+	if r := do(t, "GET", q.gate+"/api/orders", bearer(own), ""); r.status != 403 || errorCode(t, r) != "insufficient_scope" {
+		t.Errorf("client credentials token on a user route: %d %s", r.status, r.body)
+	}
+	if r := token(url.Values{"grant_type": {"client_credentials"}}, secret+"x"); r.status != 401 || errorCode(t, r) != "invalid_client" {
+		t.Errorf("wrong secret: %d %s", r.status, r.body)
+	}
+	r := do(t, "GET", q.issuer+"/.well-known/openid-configuration", nil, "")
+	var d struct {
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	if err := json.Unmarshal(r.body, &d); err != nil || d.TokenEndpoint != q.issuer+"/token" {
+		t.Errorf("discovery: %s", r.body)
+	}
+}

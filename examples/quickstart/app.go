@@ -3,6 +3,8 @@ package main
 import (
 	"net/http"
 	"strings"
+
+	"github.com/gatehouse/gatehouse/examples/internal/demoissuer"
 )
 
 // appHandler is the demo app: it echoes the method, the path and the
@@ -18,7 +20,7 @@ func appHandler() http.Handler {
 				seen[name] = strings.Join(values, ", ")
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{
+		demoissuer.WriteJSON(w, http.StatusOK, map[string]any{
 			"app":                  "quickstart demo app",
 			"method":               r.Method,
 			"path":                 r.URL.Path,

@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gatehouse/gatehouse/examples/internal/demoissuer"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 	"github.com/gatehouse/gatehouse/proxy"
 )
@@ -64,6 +65,7 @@ func run() int {
 	issuerPort := fs.Int("issuer-port", 8081, "demo issuer port (0: a free port)")
 	appPort := fs.Int("app-port", 3000, "demo app port (0: a free port)")
 	host := fs.String("host", "127.0.0.1", "interface of the demo issuer and app (keep 127.0.0.1 outside a container)")
+	clientID := fs.String("client-id", "demo-client", "OAuth client the demo issuer's POST /token accepts (its secret: $DEMO_CLIENT_SECRET, default demo-secret)")
 	only := fs.String("only", "", `run only the demo "issuer" or "app" (for Compose); default: all three`)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -93,7 +95,9 @@ func run() int {
 	var servers []*http.Server
 	var issuerURL, appURL string
 	if *only == "" || *only == "issuer" {
-		srv, url, err := serve(*host, *issuerPort, newIssuer(issuerName, audience, time.Now))
+		srv, url, err := serve(*host, *issuerPort, demoissuer.New(issuerName, audience, time.Now, demoissuer.Options{
+			Clients: map[string]string{*clientID: clientSecret()},
+		}))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "quickstart: demo issuer:", err)
 			return 1
@@ -138,6 +142,15 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// clientSecret is the demo client's secret: from the environment so that
+// it stays out of the process list.
+func clientSecret() string {
+	if s := os.Getenv("DEMO_CLIENT_SECRET"); s != "" {
+		return s
+	}
+	return "demo-secret"
 }
 
 // serve binds host:port and serves h until shutdown; it returns the base URL.
@@ -209,7 +222,7 @@ func banner(gate, admin, issuer, app string) string {
 gatehouse quickstart is running (Ctrl-C stops it):
   gatehouse  %s   clients call this
   admin      %s   /metrics /healthz /readyz
-  issuer     %s   POST /login, GET /.well-known/jwks.json, POST /rotate
+  issuer     %s   POST /login, POST /token, GET /.well-known/jwks.json, POST /rotate
   app        %s   echoes what it received; on 127.0.0.1 so only gatehouse calls it
 
 Users: alice / wonderland (role user), bob / builder (role admin).
