@@ -385,6 +385,9 @@ func (s *assertionSigner) serveJWKS(w http.ResponseWriter, r *http.Request) {
 type memo struct {
 	headers    atomic.Pointer[rendered]
 	assertions atomic.Pointer[assertionSet]
+	// digest is the token's SHA-256, the egress exchange cache's key part
+	// (egress.go subjectDigest): hashed once per token, not per call.
+	digest atomic.Pointer[[sha256.Size]byte]
 }
 
 func memoOf(res *jwks.Result) *memo {

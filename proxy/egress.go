@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -244,7 +245,7 @@ func (h *Handler) decideEgress(r *http.Request, o *egressOutcome) {
 				o.reason, o.detail = reasonNoInboundToken, "no inbound request matches X-Request-Id or traceparent"
 				return
 			}
-			o.res, req.SubjectToken = res, tok
+			o.res, req.SubjectToken, req.SubjectDigest = res, tok, subjectDigest(res, tok)
 		}
 		t, err := h.egress.tokens.Token(r.Context(), req)
 		if err != nil {
@@ -255,6 +256,19 @@ func (h *Handler) decideEgress(r *http.Request, o *egressOutcome) {
 		setBearer(r.Header, t.AccessToken)
 		o.reason = reasonOK
 	}
+}
+
+// subjectDigest is tok's SHA-256, kept with its verified result: a cached
+// exchange then costs a map lookup, not a hash of a kilobyte of token. Two
+// requests racing may both hash; either result is the same.
+func subjectDigest(res *jwks.Result, tok string) *[sha256.Size]byte {
+	m := memoOf(res)
+	if d := m.digest.Load(); d != nil {
+		return d
+	}
+	d := sha256.Sum256([]byte(tok))
+	m.digest.Store(&d)
+	return &d
 }
 
 // inboundToken is the verified token of the inbound request the call

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -183,8 +184,13 @@ func TestCacheHit(t *testing.T) {
 	if tok, _ := c.Token(ctx, Request{Grant: TokenExchange, SubjectToken: "inbound-1", Audience: "orders", Scopes: []string{"a", "b"}}); tok.AccessToken != "at-1" {
 		t.Errorf("same scopes sorted: %q, want the cached at-1", tok.AccessToken)
 	}
+	// A digest the caller computed is the same key as the token's own.
+	digest := sha256.Sum256([]byte("inbound-1"))
+	if tok, _ := c.Token(ctx, Request{Grant: TokenExchange, SubjectToken: "inbound-1", SubjectDigest: &digest, Audience: "orders", Scopes: []string{"a", "b"}}); tok.AccessToken != "at-1" {
+		t.Errorf("same request with SubjectDigest: %q, want the cached at-1", tok.AccessToken)
+	}
 	if n := p.tokenHits.Load(); n != 1 {
-		t.Fatalf("IdP called %d times for 51 identical requests, want 1", n)
+		t.Fatalf("IdP called %d times for 52 identical requests, want 1", n)
 	}
 	// Every part of the key tells requests apart.
 	others := []Request{
@@ -518,6 +524,11 @@ func BenchmarkTokenCached(b *testing.B) {
 		{"exchange_unsorted_scopes", Request{Grant: TokenExchange, SubjectToken: subject, Audience: "orders-api", Scopes: []string{"orders:write", "orders:read"}}},
 		{"client_credentials", Request{Grant: ClientCredentials, Audience: "orders-api", Scopes: []string{"orders:read"}}},
 	}
+	digest := sha256.Sum256([]byte(subject))
+	cases = append(cases, struct {
+		name string
+		r    Request
+	}{"exchange_digest_given", Request{Grant: TokenExchange, SubjectToken: subject, SubjectDigest: &digest, Audience: "orders-api", Scopes: []string{"orders:read", "orders:write"}}})
 	ctx := context.Background()
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
