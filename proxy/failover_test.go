@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,4 +207,49 @@ func (c *eventCounter) distinct() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.seen)
+}
+
+// TestRevocationFailoverTwoBrokers: the revocation feed's URLs are a
+// RabbitMQ node the test starts itself, then the shared broker. A
+// revocation published while the node is up is applied; the node is
+// stopped; `gatehouse revoke` (the real binary, same URL list) then
+// publishes on the shared broker, and the feed, moved there, reads that
+// broker's stream from its start: the new revocation is applied and the
+// one learnt from the stopped node is kept. Offsets are a stream's own, so
+// resuming at the stopped node's offset would skip the shared stream's
+// first messages.
+func TestRevocationFailoverTwoBrokers(t *testing.T) {
+	shared := audittest.BrokerURL(t)
+	node := audittest.StartNode(t)
+	stream := revocationStream(t, shared)
+	w := newWorld(t)
+	cfg := w.config(fmt.Sprintf("revocation:\n  rabbitmq:\n    urls: [%q, %q]\n    stream: %q\n    max_age: 1h\n  ready_timeout: 30s\n",
+		node.URL, shared, stream), "")
+	g := startProcess(t, cfg)
+	waitUntil(t, "/readyz 200", func() bool { return readyz(t, g) == http.StatusOK })
+	before, after := w.token(map[string]any{"jti": "fo-before"}), w.token(map[string]any{"jti": "fo-after"})
+	for _, tok := range []string{before, after} {
+		if code, e := statusOf(t, g, tok); code != http.StatusOK {
+			t.Fatalf("before any revocation: %d %s", code, e)
+		}
+	}
+	revoked := func(tok string) func() bool {
+		return func() bool {
+			code, e := statusOf(t, g, tok)
+			return code == http.StatusUnauthorized && e == "token_revoked"
+		}
+	}
+
+	runRevoke(t, g.ConfigPath, "-jti", "fo-before", "-issuer", issuer, "-reason", "published on the first broker")
+	waitUntil(t, "fo-before refused (revocation on the first broker)", revoked(before))
+
+	node.Stop()
+	runRevoke(t, g.ConfigPath, "-jti", "fo-after", "-issuer", issuer, "-reason", "published on the second broker")
+	waitUntil(t, "fo-after refused (revocation on the second broker, after failover)", revoked(after))
+	if !revoked(before)() {
+		t.Error("the revocation read from the stopped broker was forgotten after failover")
+	}
+	if !strings.Contains(g.Stderr.String(), "revocation feed moved to another broker cluster") {
+		t.Errorf("no log line says the feed re-read the stream from its start:\n%s", g.Stderr.String())
+	}
 }

@@ -57,6 +57,12 @@ type Feed struct {
 
 	// Owned by the run goroutine.
 	lastOffset int64
+	// cluster is the cluster_name of the broker lastOffset was read on.
+	// Offsets are a stream's own: another node of the same cluster serves
+	// the same replicated stream, but an independent broker in the URL list
+	// holds another stream with offsets of its own, which must be read from
+	// its start (applying an entry twice changes nothing).
+	cluster string
 	markerID   string
 	source     string
 	lastWarn   time.Time
@@ -186,6 +192,13 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 		return err
 	}
 	defer conn.Close()
+	cluster, _ := conn.Properties["cluster_name"].(string)
+	if f.lastOffset >= 0 && cluster != f.cluster {
+		f.log.Info("revocation feed moved to another broker cluster: reading its stream from the start",
+			"stream", f.cfg.Stream, "broker", f.d.Label(idx))
+		f.lastOffset = -1
+	}
+	f.cluster = cluster
 	var offset any = "first"
 	if f.lastOffset >= 0 {
 		offset = f.lastOffset + 1
