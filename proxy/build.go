@@ -10,12 +10,13 @@ import (
 	"os"
 	"time"
 
-	"github.com/gatehouse/gatehouse/policy"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse/gatehouse/audit"
 	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/jwks"
 	"github.com/gatehouse/gatehouse/jwks/revoke"
+	"github.com/gatehouse/gatehouse/policy"
 )
 
 // HandlerOptions are what New needs besides the config. Every field is
@@ -268,7 +269,13 @@ func newOAuthClient(idp *IdPConfig, timeout time.Duration, d deps) (*oauth.Clien
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the IdP is reached directly, whatever HTTP_PROXY says
 	tr.TLSClientConfig = &tls.Config{RootCAs: idp.cas, MinVersion: tls.VersionTLS12}
-	idpMetric := d.metrics.idp
+	idpMetric, idpTook := d.metrics.idp, d.metrics.idpDuration
+	// Hits run on the egress call's path: the two grants' counters are
+	// resolved here, not per hit.
+	hits := [2]prometheus.Counter{
+		d.metrics.idpHits.WithLabelValues(grantLabel(oauth.ClientCredentials)),
+		d.metrics.idpHits.WithLabelValues(grantLabel(oauth.TokenExchange)),
+	}
 	return oauth.New(oauth.Config{
 		TokenEndpoint: idp.TokenEndpoint,
 		Issuer:        idp.Issuer,
@@ -278,8 +285,16 @@ func newOAuthClient(idp *IdPConfig, timeout time.Duration, d deps) (*oauth.Clien
 		KeyID:         idp.KeyID,
 		HTTPClient:    &http.Client{Timeout: timeout, Transport: tr},
 		Clock:         d.now,
-		Observe: func(g oauth.Grant, result string) {
+		Observe: func(g oauth.Grant, result string, took time.Duration) {
 			idpMetric.WithLabelValues(grantLabel(g), result).Inc()
+			idpTook.WithLabelValues(grantLabel(g)).Observe(took.Seconds())
+		},
+		Hit: func(g oauth.Grant) {
+			if g == oauth.TokenExchange {
+				hits[1].Inc()
+			} else {
+				hits[0].Inc()
+			}
 		},
 	})
 }

@@ -472,6 +472,9 @@ func TestEgressExchangeAndClientCredentials(t *testing.T) {
 		`gatehouse_idp_requests_total{grant="token_exchange",result="unavailable"}`,
 		`gatehouse_egress_requests_total{result="token_unavailable",route="ledger",strategy="exchange"} 1`,
 		`gatehouse_egress_requests_total{result="ok",route="reports",strategy="client_credentials"} 3`,
+		// Three calls: one request to the IdP, timed, and two cache hits.
+		`gatehouse_idp_request_duration_seconds_count{grant="client_credentials"} 1`,
+		`gatehouse_idp_cache_hits_total{grant="client_credentials"} 2`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "gatehouse_"))

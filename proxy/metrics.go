@@ -26,6 +26,8 @@ type Metrics struct {
 	assertionsSigned prometheus.Counter
 	egress           *prometheus.CounterVec
 	idp              *prometheus.CounterVec
+	idpDuration      *prometheus.HistogramVec
+	idpHits          *prometheus.CounterVec
 
 	jwks  *jwks.Metrics
 	audit *audit.Metrics
@@ -84,7 +86,16 @@ func NewMetrics(version string) *Metrics {
 		Name: "gatehouse_idp_requests_total",
 		Help: "Token requests to the identity provider by grant and result (ok, error, unavailable); cache hits are not requests.",
 	}, []string{"grant", "result"})
-	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, m.egress, m.idp, m.assertionsSigned, build)
+	m.idpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "gatehouse_idp_request_duration_seconds",
+		Help:    "Time of each token request to the identity provider, by grant, whatever its result.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"grant"})
+	m.idpHits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_idp_cache_hits_total",
+		Help: "Egress tokens served from the identity provider client's cache, by grant.",
+	}, []string{"grant"})
+	reg.MustRegister(m.requests, m.authDuration, m.upstreamDuration, m.reloads, m.panics, m.shadow, m.egress, m.idp, m.idpDuration, m.idpHits, m.assertionsSigned, build)
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	m.jwks = jwks.NewMetrics(reg)

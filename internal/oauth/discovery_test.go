@@ -33,7 +33,7 @@ func TestDiscoveryFailureBacksOff(t *testing.T) {
 	clock := newFakeClock()
 	cfg.Clock = clock.Now
 	var observed atomic.Int64
-	cfg.Observe = func(g Grant, result string) {
+	cfg.Observe = func(g Grant, result string, _ time.Duration) {
 		if result == ResultUnavailable {
 			observed.Add(1)
 		}

@@ -36,9 +36,10 @@ func (c *Client) fetch(r Request, start time.Time) (Token, time.Duration, error)
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
+	t0 := c.now()
 	tok, lifetime, result, err := c.fetchOnce(ctx, r, start)
 	if c.cfg.Observe != nil {
-		c.cfg.Observe(r.Grant, result)
+		c.cfg.Observe(r.Grant, result, c.now().Sub(t0))
 	}
 	if err != nil {
 		return Token{}, 0, fmt.Errorf("%w: %s: %w", ErrUnavailable, grantName(r.Grant), err)

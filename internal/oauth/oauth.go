@@ -88,10 +88,15 @@ type Config struct {
 	// time.Now.
 	Clock func() time.Time
 	// Observe, when set, is called once per attempt to get a token from the
-	// identity provider with the grant and ResultOK, ResultError or
-	// ResultUnavailable (for gatehouse_idp_requests_total). Cache hits are
-	// not attempts. It must not block.
-	Observe func(grant Grant, result string)
+	// identity provider with the grant, ResultOK, ResultError or
+	// ResultUnavailable (for gatehouse_idp_requests_total), and how long
+	// the attempt took on Clock. Cache hits are not attempts. It must not
+	// block.
+	Observe func(grant Grant, result string, took time.Duration)
+	// Hit, when set, is called for every token served from the cache (a
+	// refresh it starts is an attempt, observed when it ends). It runs on
+	// the caller's path: it must not block or allocate.
+	Hit func(grant Grant)
 }
 
 // Request names the token wanted.
@@ -265,6 +270,9 @@ func (c *Client) Token(ctx context.Context, r Request) (Token, error) {
 				c.startLocked(e.key, &r)
 			}
 			c.mu.Unlock()
+			if c.cfg.Hit != nil {
+				c.cfg.Hit(r.Grant)
+			}
 			return tok, nil
 		}
 		c.removeLocked(el)

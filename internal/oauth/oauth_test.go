@@ -137,9 +137,19 @@ func TestObserve(t *testing.T) {
 	p, cfg := secretIdP(t)
 	var mu sync.Mutex
 	got := map[string]int{}
-	cfg.Observe = func(g Grant, result string) {
+	var negative, hits int
+	cfg.Observe = func(g Grant, result string, took time.Duration) {
 		mu.Lock()
 		got[string(g)+" "+result]++
+		if took < 0 {
+			negative++
+		}
+		mu.Unlock()
+	}
+	cfg.Hit = func(g Grant) {
+		mu.Lock()
+		got[string(g)+" hit"]++
+		hits++
 		mu.Unlock()
 	}
 	c := newClient(t, cfg)
@@ -147,7 +157,7 @@ func TestObserve(t *testing.T) {
 	if _, err := c.Token(ctx, Request{Grant: ClientCredentials}); err != nil {
 		t.Fatal(err)
 	}
-	c.Token(ctx, Request{Grant: ClientCredentials}) // cache hit: not observed
+	c.Token(ctx, Request{Grant: ClientCredentials}) // cache hit: Hit, not Observe
 	p.set(func(p *testIdP) { p.secret = "rotated" })
 	if _, err := c.Token(ctx, Request{Grant: TokenExchange, SubjectToken: "x"}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Token with a wrong secret: %v, want ErrUnavailable", err)
@@ -158,7 +168,10 @@ func TestObserve(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := map[string]int{"client_credentials ok": 1, string(TokenExchange) + " error": 1, "client_credentials unavailable": 1}
+	want := map[string]int{"client_credentials ok": 1, "client_credentials hit": 1, string(TokenExchange) + " error": 1, "client_credentials unavailable": 1}
+	if negative > 0 || hits != 1 {
+		t.Errorf("%d negative durations, %d hits (want 0 and 1)", negative, hits)
+	}
 	if len(got) != len(want) {
 		t.Errorf("Observe calls = %v, want %v", got, want)
 	}

@@ -86,7 +86,7 @@ func TestHostileResponses(t *testing.T) {
 			p.set(func(p *testIdP) { p.respond = tt.respond })
 			var results []string
 			var mu sync.Mutex
-			cfg.Observe = func(_ Grant, result string) {
+			cfg.Observe = func(_ Grant, result string, _ time.Duration) {
 				mu.Lock()
 				results = append(results, result)
 				mu.Unlock()
