@@ -122,12 +122,7 @@ func (h *Handler) newEgressUpstream(r *EgressRoute) (*upstream, error) {
 		BufferPool:   copyBuffers,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		ErrorHandler: h.upstreamError,
-		ModifyResponse: func(res *http.Response) error {
-			if id, ok := res.Request.Header["X-Request-Id"]; ok {
-				res.Header["X-Request-Id"] = id
-			}
-			return nil
-		},
+		ModifyResponse: keepRequestID,
 	}
 	return up, nil
 }

@@ -120,15 +120,18 @@ func (h *Handler) newUpstream(raw, proto string) (*upstream, error) {
 		BufferPool:   copyBuffers,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		ErrorHandler: h.upstreamError,
-		ModifyResponse: func(res *http.Response) error {
-			// The upstream may set its own X-Request-Id; the client gets gatehouse's.
-			if id, ok := res.Request.Header["X-Request-Id"]; ok {
-				res.Header["X-Request-Id"] = id
-			}
-			return nil
-		},
+		ModifyResponse: keepRequestID,
 	}
 	return up, nil
+}
+
+// keepRequestID is the ReverseProxy's ModifyResponse of both listeners: the
+// upstream may set its own X-Request-Id; the client gets gatehouse's.
+func keepRequestID(res *http.Response) error {
+	if id, ok := res.Request.Header["X-Request-Id"]; ok {
+		res.Header["X-Request-Id"] = id
+	}
+	return nil
 }
 
 // upstreamError answers a failed forward: 504 when timeouts.upstream ran out,
