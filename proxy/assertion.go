@@ -4,17 +4,15 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gatehouse/gatehouse/internal/oauth"
 	"github.com/gatehouse/gatehouse/internal/yamlpos"
 	"github.com/gatehouse/gatehouse/jwks"
 )
@@ -166,59 +165,33 @@ func checkAssertionHeader(d *yamlpos.Decoder, c *Config) {
 }
 
 // loadAssertionKey reads a PEM private key: EC P-256 (ES256) or Ed25519
-// (EdDSA), PKCS#8 or SEC 1. Anything else is refused with what was found.
+// (EdDSA), PKCS#8 or SEC 1, through the one PEM key reader egress uses
+// too (oauth.LoadPrivateKey, whose kid is the RFC 7638 thumbprint).
+// Anything else is refused with what was found.
 func loadAssertionKey(file string) (*assertionKey, error) {
-	data, err := os.ReadFile(file)
+	signer, kid, err := oauth.LoadPrivateKey(file)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, pe // "open FILE: no such file or directory", as -t reports any unreadable file
+		}
 		return nil, err
 	}
-	var raw any
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, fmt.Errorf("%s: no PEM private key (want PRIVATE KEY or EC PRIVATE KEY)", file)
-		}
-		switch b.Type {
-		case "PRIVATE KEY":
-			raw, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			raw, err = x509.ParseECPrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			return nil, fmt.Errorf("%s: an RSA key; use an EC P-256 (ES256) or Ed25519 (EdDSA) key", file)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, fmt.Errorf("%s: an encrypted key; gatehouse reads unencrypted PEM only", file)
-		default:
-			continue // EC PARAMETERS and the like before the key
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", file, err)
-		}
-		break
-	}
-	k := &assertionKey{}
-	switch v := raw.(type) {
-	case *ecdsa.PrivateKey:
-		if v.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("%s: an EC key on %s; only P-256 (ES256) is supported", file, v.Curve.Params().Name)
-		}
-		k.alg, k.signer = jwa.ES256, v
+	k := &assertionKey{signer: signer, kid: kid}
+	switch signer.(type) {
+	case *ecdsa.PrivateKey: // oauth.LoadPrivateKey took P-256 only
+		k.alg = jwa.ES256
 	case ed25519.PrivateKey:
-		k.alg, k.signer = jwa.EdDSA, v
+		k.alg = jwa.EdDSA
 	case *rsa.PrivateKey:
 		return nil, fmt.Errorf("%s: an RSA key; use an EC P-256 (ES256) or Ed25519 (EdDSA) key", file)
 	default:
-		return nil, fmt.Errorf("%s: a %T key; use an EC P-256 (ES256) or Ed25519 (EdDSA) key", file, raw)
+		return nil, fmt.Errorf("%s: a %T key; use an EC P-256 (ES256) or Ed25519 (EdDSA) key", file, signer)
 	}
 	pub, err := jwk.FromRaw(k.signer.Public())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", file, err)
 	}
-	tp, err := pub.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", file, err)
-	}
-	k.kid = base64.RawURLEncoding.EncodeToString(tp)
 	for _, kv := range [][2]any{{jwk.KeyIDKey, k.kid}, {jwk.AlgorithmKey, k.alg}, {jwk.KeyUsageKey, "sig"}} {
 		if err := pub.Set(kv[0].(string), kv[1]); err != nil {
 			return nil, fmt.Errorf("%s: %v", file, err)

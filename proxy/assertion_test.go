@@ -264,7 +264,7 @@ upstream_assertion:
 	cases := []struct{ body, want string }{
 		{"  issuer: a\n  key_file: " + rsaFile + "\n", ":11:13: upstream_assertion.key_file: " + rsaFile + ": an RSA key"},
 		{"  issuer: a\n  key_file: " + filepath.Join(dir, "missing.pem") + "\n", ":11:13: upstream_assertion.key_file: open "},
-		{"  issuer: a\n  key_file: " + p384 + "\n", "only P-256"},
+		{"  issuer: a\n  key_file: " + p384 + "\n", "must be on P-256"},
 		{"  issuer: a\n  key_file: " + ec + "\n  ttl: 6m\n", ":12:8: upstream_assertion.ttl must be at most 5m0s"},
 		{"  issuer: a\n  key_file: " + ec + "\n  previous_key_file: " + rsaFile + "\n", ":12:22: upstream_assertion.previous_key_file: "},
 		{"  issuer: a\n  key_file: " + ec + "\n  claims: [exp]\n", ":12:12: upstream_assertion.claims: \"exp\" is set by gatehouse"},
