@@ -118,10 +118,10 @@ func (h *Handler) newEgressUpstream(r *EgressRoute) (*upstream, error) {
 			pr.SetURL(up.target)
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 		},
-		Transport:    t,
-		BufferPool:   copyBuffers,
-		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
-		ErrorHandler: h.upstreamError,
+		Transport:      t,
+		BufferPool:     copyBuffers,
+		ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		ErrorHandler:   h.upstreamError,
 		ModifyResponse: keepRequestID,
 	}
 	return up, nil

@@ -45,6 +45,9 @@ type Options struct {
 // audit queue. SIGHUP (and, with watch_config, a change of the file)
 // reloads. It returns nil after a clean stop.
 func Run(ctx context.Context, opts Options) error {
+	// Digest before load: a change between the two makes the watcher
+	// reload once more, never miss the change.
+	loaded := fileDigest(opts.ConfigPath)
 	cfg, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
 		return err
@@ -65,9 +68,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	host, _ := os.Hostname()
 	s := &server{
-		opts:  opts,
-		log:   log,
-		level: level,
+		loaded: loaded,
+		opts:   opts,
+		log:    log,
+		level:  level,
 		deps: deps{
 			metrics: NewMetrics(opts.Version),
 			log:     log,
@@ -102,6 +106,12 @@ type server struct {
 	current atomic.Pointer[Handler]
 	cert    atomic.Pointer[tls.Certificate]
 	mu      sync.Mutex // serialises reloads
+	// loaded is the SHA-256 of the config file as read for the running
+	// config (taken just before it was read), the watcher's starting
+	// point: a watcher that read the file itself when its goroutine first
+	// ran missed a change made between the load and then. Written and read
+	// by the Run loop's goroutine only.
+	loaded []byte
 	// retiring counts the retires of replaced handlers still running;
 	// shutdown waits for them (bounded).
 	retiring sync.WaitGroup
@@ -280,7 +290,7 @@ func (w *watcher) set(on bool) {
 	}
 	var watchCtx context.Context
 	watchCtx, w.stop = context.WithCancel(w.ctx)
-	go w.s.watch(watchCtx, w.changed)
+	go w.s.watch(watchCtx, w.changed, w.s.loaded)
 }
 
 func addrString(a net.Addr) string {
@@ -339,6 +349,7 @@ func (s *server) reload(ctx context.Context, trigger string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.current.Load()
+	loaded := fileDigest(s.opts.ConfigPath)
 	cfg, err := LoadConfig(s.opts.ConfigPath)
 	if err == nil {
 		err = restartOnly(old.cfg, cfg)
@@ -360,6 +371,7 @@ func (s *server) reload(ctx context.Context, trigger string) {
 		s.cert.Store(&cfg.TLS.cert)
 	}
 	s.current.Store(next)
+	s.loaded = loaded
 	s.level.Set(cfg.LogLevel)
 	s.deps.metrics.reloads.WithLabelValues("success").Inc()
 	s.log.Info("config reloaded", "trigger", trigger)
@@ -415,14 +427,13 @@ func restartOnly(old, cfg *Config) error {
 // watch polls the config file's content. Polling the path (not an inotify
 // watch on the file) follows Kubernetes ConfigMap updates, where the mounted
 // file is a symlink whose target directory is swapped.
-func (s *server) watch(ctx context.Context, changed chan<- struct{}) {
+func (s *server) watch(ctx context.Context, changed chan<- struct{}, last []byte) {
 	interval := s.opts.WatchInterval
 	if interval <= 0 {
 		interval = time.Second
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	last := fileDigest(s.opts.ConfigPath)
 	for {
 		select {
 		case <-ctx.Done():

@@ -116,10 +116,10 @@ func (h *Handler) newUpstream(raw, proto string) (*upstream, error) {
 				}
 			}
 		},
-		Transport:    up.transport,
-		BufferPool:   copyBuffers,
-		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
-		ErrorHandler: h.upstreamError,
+		Transport:      up.transport,
+		BufferPool:     copyBuffers,
+		ErrorLog:       slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		ErrorHandler:   h.upstreamError,
 		ModifyResponse: keepRequestID,
 	}
 	return up, nil

@@ -62,10 +62,10 @@ type Feed struct {
 	// the same replicated stream, but an independent broker in the URL list
 	// holds another stream with offsets of its own, which must be read from
 	// its start (applying an entry twice changes nothing).
-	cluster string
-	markerID   string
-	source     string
-	lastWarn   time.Time
+	cluster  string
+	markerID string
+	source   string
+	lastWarn time.Time
 
 	cancel context.CancelFunc
 	done   chan struct{}
