@@ -81,8 +81,7 @@ func decodeAssertion(d *yamlpos.Decoder, n *yaml.Node, c *Config) {
 		case !validHeaderName(a.Header):
 			d.Errorf(hn, "upstream_assertion.header: invalid header name %q", a.Header)
 			ok = false
-		case isHopByHop(a.Header) || foldEqual(a.Header, "authorization") || foldEqual(a.Header, "host") ||
-			foldEqual(a.Header, "x-request-id") || foldEqual(a.Header, "cookie"):
+		case reservedHeader(a.Header):
 			d.Errorf(hn, "upstream_assertion.header: %q cannot carry the assertion", a.Header)
 			ok = false
 		}
@@ -299,7 +298,7 @@ func (s *assertionSigner) set(h http.Header, res *jwks.Result, aud, requestID st
 	// A concurrent request may store its own set in between: one of the
 	// two signatures is lost and made again later, never a wrong one kept.
 	m.assertions.Store(next)
-	h[s.header] = e.value[:1:1]
+	h[s.header] = e.value
 	return nil
 }
 

@@ -214,8 +214,6 @@ audit:
 			if n := signed(); n != 2 {
 				t.Errorf("%v signatures after two audiences, want 2", n)
 			}
-			first := up.Last(t).Header.Get("X-Gatehouse-Assertion")
-			_ = first
 			send("/x")
 			cached := up.Last(t).Header.Get("X-Gatehouse-Assertion")
 			for range 5 {
@@ -270,6 +268,8 @@ upstream_assertion:
 		{"  issuer: a\n  key_file: " + ec + "\n  claims: [exp]\n", ":12:12: upstream_assertion.claims: \"exp\" is set by gatehouse"},
 		{"  key_file: " + ec + "\n", ":10:3: missing required key \"issuer\""},
 		{"  issuer: a\n  key_file: " + ec + "\n  header: Authorization\n", "cannot carry the assertion"},
+		{"  issuer: a\n  key_file: " + ec + "\n  header: X-Forwarded-For\n", "cannot carry the assertion"},
+		{"  issuer: a\n  key_file: " + ec + "\n  header: X_Original_URL\n", "cannot carry the assertion"},
 		{"  issuer: a\n  key_file: " + ec + "\n  header: X-Auth-Subject\nheaders:\n  X-Auth-Subject: sub\n", "also an injected claim header"},
 		{"  issuer: a\n  key_file: " + ec + "\ntoken:\n  sources: [\"header:X-Gatehouse-Assertion\"]\n", "also a token source"},
 	}

@@ -433,7 +433,7 @@ func decodeHeaders(d *yamlpos.Decoder, m yamlpos.Map, c *Config) {
 			} else {
 				seen[f] = true
 			}
-			if isHopByHop(k) || foldName(k) == foldName("Authorization") || foldName(k) == foldName("Host") {
+			if reservedHeader(k) {
 				d.Errorf(kn, "headers: %q cannot carry a claim", k)
 				continue
 			}

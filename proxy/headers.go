@@ -66,6 +66,30 @@ var hopByHop = []string{
 	"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
 }
 
+// reservedHeader reports whether name is a header gatehouse owns on the
+// way to the upstream: hop-by-hop, the credentials, Host, the request id,
+// the forwarding headers it sets and those it always strips. Neither a
+// claim header (headers) nor the upstream assertion may be written there:
+// the value would be replaced, appended to, or stripped.
+func reservedHeader(name string) bool {
+	if isHopByHop(name) {
+		return true
+	}
+	for _, h := range [...]string{"authorization", "host", "cookie", "x-request-id",
+		"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"} {
+		if foldEqual(name, h) {
+			return true
+		}
+	}
+	f := foldName(name)
+	for _, h := range alwaysStripped {
+		if f == foldName(h) {
+			return true
+		}
+	}
+	return false
+}
+
 func isHopByHop(name string) bool {
 	for _, h := range hopByHop {
 		if foldEqual(name, h) {
