@@ -62,7 +62,7 @@ upstream_assertion:
   issuer: svc-a
   key_file: %q
   previous_key_file: %q
-  ttl: 60s
+  ttl: 5m
   claims: [roles]
 audit:
   sink: none
@@ -91,7 +91,9 @@ audit:
   sink: none
 `, upB.URL, a.AdminURL+"/.well-known/jwks.json"))
 	// A forwards to B: set now that B's address is known (a reload).
-	os.WriteFile(a.ConfigPath, []byte(configA(b.URL, oldFile, "")), 0o600)
+	if err := os.WriteFile(a.ConfigPath, []byte(configA(b.URL, oldFile, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	a.Signal(syscall.SIGHUP)
 	if !a.WaitLogCount(`"msg":"config reloaded"`, 1, 20*time.Second) {
 		t.Fatalf("A did not reload:\n%s", a.Stderr.String())
@@ -159,7 +161,9 @@ audit:
 
 	// Rotation: the new key signs, the old one is still published.
 	newFile, newKey := writeAssertionKey(t, dir, "ed25519")
-	os.WriteFile(a.ConfigPath, []byte(configA(b.URL, newFile, oldFile)), 0o600)
+	if err := os.WriteFile(a.ConfigPath, []byte(configA(b.URL, newFile, oldFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	a.Signal(syscall.SIGHUP)
 	if !a.WaitLogCount(`"msg":"config reloaded"`, 2, 20*time.Second) {
 		t.Fatalf("A did not reload the rotation:\n%s", a.Stderr.String())

@@ -28,15 +28,6 @@ type Config struct {
 	FailClosed   bool
 }
 
-// Equal reports whether a reload may keep the running feed.
-func (c *Config) Equal(o *Config) bool {
-	if c == nil || o == nil {
-		return c == o
-	}
-	return c.URLs.Equal(o.URLs) && c.Stream == o.Stream && c.MaxAge == o.MaxAge &&
-		c.ReadyTimeout == o.ReadyTimeout && c.FailClosed == o.FailClosed
-}
-
 // Decode decodes the `revocation` section; nil when it is absent (off).
 // Errors are recorded in d at their FILE:LINE:COL; URLs are resolved now,
 // so `gatehouse -t` finds an unset variable or unreadable file.
