@@ -238,6 +238,10 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 		}
 		flushC = nil
 	}
+	// Every way out of the session applies what was read: lastOffset
+	// already counts those messages, so the next session resumes after
+	// them and would never apply them otherwise.
+	defer apply()
 	ack := func() error {
 		if lastTag == 0 {
 			return nil
@@ -251,7 +255,6 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 		case <-ctx.Done():
 			return ctx.Err()
 		case e := <-closed:
-			apply()
 			f.d.Failed(idx)
 			if e == nil {
 				return fmt.Errorf("%s: connection closed", f.d.Label(idx))
@@ -267,7 +270,6 @@ func (f *Feed) session(ctx context.Context, sweepC <-chan time.Time, connected f
 			}
 		case d, ok := <-deliveries:
 			if !ok {
-				apply()
 				f.d.Failed(idx)
 				return fmt.Errorf("%s: consumer cancelled", f.d.Label(idx))
 			}
@@ -366,6 +368,9 @@ func publishConfirmed(ctx context.Context, c *amqp.Channel, stream string, body 
 	if err := c.Confirm(false); err != nil {
 		return fmt.Errorf("enable publisher confirms: %w", err)
 	}
+	// mandatory: a message no queue took comes back before its ack, and a
+	// confirmed-but-returned message was not delivered (the stream is gone).
+	returned := c.NotifyReturn(make(chan amqp.Return, 1))
 	dc, err := c.PublishWithDeferredConfirmWithContext(ctx, "", stream, true, false, amqp.Publishing{
 		ContentType:  ContentType,
 		DeliveryMode: amqp.Persistent,
@@ -381,6 +386,11 @@ func publishConfirmed(ctx context.Context, c *amqp.Channel, stream string, body 
 	}
 	if !ok {
 		return errors.New("the broker refused the message (nack)")
+	}
+	select {
+	case r := <-returned:
+		return fmt.Errorf("the broker returned the message: %s", r.ReplyText)
+	default:
 	}
 	return nil
 }
