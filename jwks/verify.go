@@ -123,8 +123,11 @@ func (v *Verifier) verifyCold(ctx context.Context, raw string, now time.Time) (*
 	if hasIss {
 		res.Issuer = cfg.Name
 	}
+	// The key that verified names the token's kid, also when the header
+	// has none (a key tried by algorithm): a revocation by kid covers
+	// every token that key signed (SPEC.md 12).
 	res.Kid = hdr.kid
-	if hdr.kid == used.kid {
+	if hdr.kid == "" || hdr.kid == used.kid {
 		res.Kid = used.kid
 	}
 	res.IDHash = [3]uint64{HashString(res.JTI), HashString(res.Subject), HashString(res.Kid)}

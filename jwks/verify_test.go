@@ -41,6 +41,14 @@ func TestVerifyAlgorithms(t *testing.T) {
 			if want := e.clk.now().Add(300 * time.Second); !res.Expiry.Equal(want) || !res.NotAfter.Equal(want.Add(30*time.Second)) {
 				t.Errorf("Expiry, NotAfter = %v, %v", res.Expiry, res.NotAfter)
 			}
+			if !strings.HasPrefix(alg, "HS") {
+				// No kid in the header: the key that verified names it, so a
+				// revocation by kid covers this token too (SPEC.md 12).
+				res, err := e.verify(k.SignHeader(map[string]any{"alg": alg}, e.claims(issA)))
+				if err != nil || res.Kid != "k-"+alg {
+					t.Errorf("token without a kid header: Kid = %q, %v; want k-%s", kidOf(res), err, alg)
+				}
+			}
 		})
 	}
 }
@@ -240,4 +248,11 @@ func TestVerifyHighS(t *testing.T) {
 			t.Errorf("Verify(%s) = %v, want accepted", name, err)
 		}
 	}
+}
+
+func kidOf(r *Result) string {
+	if r == nil {
+		return ""
+	}
+	return r.Kid
 }
