@@ -321,7 +321,7 @@ func (h *Handler) revoked(o *outcome) bool {
 		return true
 	}
 	if k, ok := h.parts.revocations.CheckResult(o.res, now); ok {
-		o.reason, o.detail = reasonTokenRevoked, revokedDetail[k]
+		o.reason, o.description, o.detail = reasonTokenRevoked, "token revoked", revokedDetail[k]
 		return true
 	}
 	return false

@@ -126,6 +126,9 @@ func TestRevocationEndToEnd(t *testing.T) {
 		code, e := statusOf(t, g, byJTI)
 		return code == http.StatusUnauthorized && e == "token_revoked"
 	})
+	if _, h, _ := do(t, "GET", g.URL+"/api/x", bearerHeader(byJTI), ""); h.Get("WWW-Authenticate") != `Bearer realm="gatehouse", error="invalid_token", error_description="token revoked"` {
+		t.Errorf("WWW-Authenticate of a revoked token = %q (SPEC.md 4's table)", h.Get("WWW-Authenticate"))
+	}
 	if code, e := statusOf(t, g, other); code != http.StatusOK {
 		t.Errorf("another token after revoking tok-1: %d %s", code, e)
 	}
