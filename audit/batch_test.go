@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/gatehouse/gatehouse/audit/audittest"
 )
 
@@ -251,5 +253,20 @@ func TestBatchFlushUsesClock(t *testing.T) {
 	}
 	if _, ok := r.nextWake(now.Add(time.Hour)); ok {
 		t.Error("nextWake set with no open batch")
+	}
+}
+
+// TestInflightBytesBoundPublishing: with batches of up to 1 MiB, the
+// window's message count alone would let 512 MiB wait for confirms; the
+// bytes unconfirmed stop publishing too.
+func TestInflightBytesBoundPublishing(t *testing.T) {
+	r := &rabbit{}
+	r.ch = &amqp.Channel{}
+	if !r.canPublish() {
+		t.Fatal("nothing in flight, and publishing is refused")
+	}
+	r.inflightBytes = maxInflightBytes
+	if r.canPublish() {
+		t.Error("publishing with maxInflightBytes unconfirmed")
 	}
 }

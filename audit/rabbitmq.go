@@ -34,6 +34,10 @@ const (
 	// maxBatchBytes closes a batch early so that it always fits one spool
 	// record (maxRecord) and stays a reasonable AMQP message.
 	maxBatchBytes = 1 << 20
+	// maxInflightBytes bounds what waits for confirms besides the window's
+	// count: 16 MiB is ~270 batches of 100 typical events, more than the
+	// confirm round trip needs, and the memory of at most 16 full batches.
+	maxInflightBytes = 16 << 20
 	// maxKeptBatchBuf is the largest open-batch buffer kept for reuse.
 	maxKeptBatchBuf = 256 << 10
 )
@@ -82,8 +86,12 @@ type rabbit struct {
 	tag     uint64 // delivery tag of the last publish on ch
 
 	inflight []pending
-	retry    []pending
-	returned map[string]bool // message ids returned and not yet confirmed
+	// inflightBytes is the bodies of inflight: with batches a message can
+	// be up to maxBatchBytes, so window messages alone would not bound
+	// memory (512 of 1 MiB).
+	inflightBytes int
+	retry         []pending
+	returned      map[string]bool // message ids returned and not yet confirmed
 
 	holds       map[string]*keyHold // routing keys whose messages were returned
 	nParked     int                 // messages parked in holds, <= maxParked
@@ -246,7 +254,9 @@ func (r *rabbit) run() {
 		select {
 		case qp := <-q:
 			ev := recv(qp)
-			r.take(ev, now)
+			// The event's own time, not the loop's: after a quiet spell
+			// now is old, and a batch opened with it would be due at once.
+			r.take(ev, e.now())
 		case c, ok := <-r.confirms:
 			if !ok {
 				r.confirms = nil
@@ -323,7 +333,7 @@ func (r *rabbit) spoolOK() bool {
 // canPublish reports whether a message may be published now. A returned
 // message does not stop publishing: it holds only its routing key.
 func (r *rabbit) canPublish() bool {
-	return r.ch != nil && !r.blocked && len(r.inflight) < window
+	return r.ch != nil && !r.blocked && len(r.inflight) < window && r.inflightBytes < maxInflightBytes
 }
 
 // pump publishes from retry, held keys' probes, spool and queue until the
@@ -549,6 +559,7 @@ func (r *rabbit) publish(p pending) {
 	r.tag++
 	p.tag, p.sent = r.tag, r.e.now()
 	r.inflight = append(r.inflight, p)
+	r.inflightBytes += len(p.m.body)
 }
 
 // acceptQueue decides whether the worker reads the queue while it waits:
@@ -681,6 +692,7 @@ func (r *rabbit) confirm(c amqp.Confirmation) {
 	for len(r.inflight) > 0 && r.inflight[0].tag <= c.DeliveryTag {
 		p := r.inflight[0]
 		r.inflight = r.inflight[1:]
+		r.inflightBytes -= len(p.m.body)
 		if p.tag != c.DeliveryTag {
 			// Confirms arrive one per tag, in order; a gap means the
 			// channel's bookkeeping broke: re-send to be safe.
@@ -772,7 +784,7 @@ func (r *rabbit) requeueUnconfirmed() {
 		}
 	}
 	r.retry = append(r.retry, r.inflight...)
-	r.inflight = nil
+	r.inflight, r.inflightBytes = nil, 0
 	clear(r.returned)
 	for _, h := range r.holds {
 		h.probe = "" // the probe is in retry now, and parked again when its turn comes
@@ -929,7 +941,7 @@ func (r *rabbit) shutdown() {
 			left = append(left, p.m)
 		}
 	}
-	r.retry, r.inflight, r.holds, r.nParked = nil, nil, nil, 0
+	r.retry, r.inflight, r.inflightBytes, r.holds, r.nParked = nil, nil, 0, nil, 0
 	now := r.e.now()
 	for drained := false; !drained; {
 		select {
