@@ -173,8 +173,7 @@ func (h *Handler) serveEgress(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	setPath(r.URL, o.path)
-	sw := statusWriter{ResponseWriter: w}
-	o.route.up.rp.ServeHTTP(&sw, r)
+	o.route.up.rp.ServeHTTP(w, r)
 }
 
 // decideEgress sets o.reason: the refusals of SPEC.md 11 in the order a
@@ -187,6 +186,13 @@ func (h *Handler) decideEgress(r *http.Request, o *egressOutcome) {
 	h.strip.strip(r.Header)
 	if r.Method == http.MethodConnect {
 		o.reason, o.detail = reasonBadRequest, "CONNECT"
+		return
+	}
+	// As the main listener's checkBody: a declared length over the limit is
+	// refused before anything is recorded or forwarded (a body of unknown
+	// length is cut by MaxBytesReader in serveEgress).
+	if limit := h.cfg.Limits.MaxBodyBytes; limit > 0 && r.ContentLength > limit {
+		o.reason, o.detail = reasonPayloadTooLarge, "body over max_body_bytes"
 		return
 	}
 	dest := r.Host

@@ -240,7 +240,8 @@ func TestEgressNoInboundToken(t *testing.T) {
 // TestEgressRefusals: the refusals of SPEC.md 11 on the egress listener,
 // each answered through the reason table and never forwarded.
 func TestEgressRefusals(t *testing.T) {
-	ew := newEgressWorld(t, "1s", "")
+	// The text after the routes is top level: limits for the 413 row.
+	ew := newEgressWorld(t, "1s", "limits:\n  max_body_bytes: 16\n")
 	addr := strings.TrimPrefix(ew.egress, "http://")
 	for _, tt := range []struct {
 		name, text, wantLine, wantCode string
@@ -253,6 +254,7 @@ func TestEgressRefusals(t *testing.T) {
 		{"dot-dot out of the prefix", "GET /orders/../admin HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n", "HTTP/1.1 403 Forbidden", `"error":"forbidden"`},
 		{"encoded slash", "GET /p%2F..%2Fx HTTP/1.1\r\nHost: public\r\nConnection: close\r\n\r\n", "HTTP/1.1 400 Bad Request", `"error":"bad_request"`},
 		// absolute-form: its host decides, not the Host header (RFC 9112 3.2.2).
+		{"declared body over max_body_bytes", "POST /p HTTP/1.1\r\nHost: public\r\nContent-Length: 17\r\nConnection: close\r\n\r\n01234567890123456", "HTTP/1.1 413 Request Entity Too Large", `"error":"payload_too_large"`},
 		{"absolute-form host wins", "GET http://evil.example/p HTTP/1.1\r\nHost: public\r\nConnection: close\r\n\r\n", "HTTP/1.1 403 Forbidden", `"error":"forbidden"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
