@@ -298,7 +298,8 @@ func (h *Handler) authorize(r *http.Request, o *outcome) {
 			return
 		}
 		o.res, o.tokenSrc, o.raw = res, src, raw
-		if h.feed != nil && h.revoked(o) {
+		if rs, desc, detail, ok := h.revocation(res, o.start.UnixNano()); ok {
+			o.reason, o.description, o.detail = rs, desc, detail
 			return
 		}
 		subject = &policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
@@ -310,21 +311,22 @@ func (h *Handler) authorize(r *http.Request, o *outcome) {
 // revokedDetail is the audit detail per revocation kind, made once.
 var revokedDetail = [...]string{"revoked by jti", "revoked by subject", "revoked by key id"}
 
-// revoked refuses a verified token (cache hits included) that a
-// revocation names, or any token while a fail_closed feed is down. No lock,
-// no allocation: the store is an atomic snapshot and the token's hashes
-// were computed when it verified.
-func (h *Handler) revoked(o *outcome) bool {
-	now := o.start.UnixNano()
-	if h.feed.Refuse(now) {
-		o.reason, o.description, o.detail = reasonKeysUnavailable, "the revocation feed is unavailable", "revocation feed down (fail_closed)"
-		return true
+// revocation is the answer to a verified token (cache hits included) that
+// a revocation names, or to any token while a fail_closed feed is down;
+// ok is false when neither holds or revocation is off. No lock, no
+// allocation: the store is an atomic snapshot and the token's hashes were
+// computed when it verified. The pipeline and shadow routes both ask it.
+func (h *Handler) revocation(res *jwks.Result, now int64) (rs reason, description, detail string, ok bool) {
+	switch {
+	case h.feed == nil:
+		return 0, "", "", false
+	case h.feed.Refuse(now):
+		return reasonKeysUnavailable, "the revocation feed is unavailable", "revocation feed down (fail_closed)", true
 	}
-	if k, ok := h.parts.revocations.CheckResult(o.res, now); ok {
-		o.reason, o.description, o.detail = reasonTokenRevoked, "token revoked", revokedDetail[k]
-		return true
+	if k, hit := h.parts.revocations.CheckResult(res, now); hit {
+		return reasonTokenRevoked, "token revoked", revokedDetail[k], true
 	}
-	return false
+	return 0, "", "", false
 }
 
 // verifyReason returns the reason, the error_description and the audit

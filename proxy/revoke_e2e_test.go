@@ -282,3 +282,35 @@ func TestRevocationSurvivesReload(t *testing.T) {
 		t.Errorf("a valid token after the reload: %d", code)
 	}
 }
+
+// TestRevocationShadowRoute: a shadow route decides as the pipeline would
+// (SPEC.md 13), so a revoked token is recorded as a shadow deny with
+// token_revoked even where the enforced route lets it through.
+func TestRevocationShadowRoute(t *testing.T) {
+	brokerURL := audittest.BrokerURL(t)
+	stream := revocationStream(t, brokerURL)
+	w := newWorld(t)
+	g := startProcess(t, w.config(revocationYAML(brokerURL, stream, "  ready_timeout: 30s\n"), `
+routes:
+  - location: /api/
+    roles: { any: [user] }
+  - location: /open/
+    auth: none
+  - location: /open/new/
+    shadow: true
+    roles: { any: [user] }
+`))
+	waitUntil(t, "/readyz 200", func() bool { return readyz(t, g) == http.StatusOK })
+	tok := w.token(map[string]any{"jti": "shadow-1"})
+	runRevoke(t, g.ConfigPath, "-jti", "shadow-1", "-issuer", issuer, "-reason", "shadow test")
+	waitUntil(t, "shadow-1 refused on the enforced route", func() bool {
+		code, e := statusOf(t, g, tok)
+		return code == http.StatusUnauthorized && e == "token_revoked"
+	})
+	if status, _, body := do(t, "GET", g.URL+"/open/new/x", bearerHeader(tok), ""); status != http.StatusOK {
+		t.Fatalf("GET /open/new/x = %d %s, want 200 (auth: none enforced)", status, body)
+	}
+	if v := revMetric(t, g, `gatehouse_shadow_decisions_total{decision="deny",reason="token_revoked",route="/open/new/"}`); v != 1 {
+		t.Errorf("shadow decision for a revoked token: token_revoked count %v, want 1", v)
+	}
+}

@@ -91,6 +91,9 @@ func (h *Handler) shadowReason(r *http.Request, path string, sh *policy.Route) r
 		rs, _, _ := verifyReason(err)
 		return rs
 	}
+	if rs, _, _, revoked := h.revocation(res, h.now().UnixNano()); revoked {
+		return rs
+	}
 	s := policy.Subject{Roles: res.Roles, Scopes: res.Scopes, Claims: res}
 	return fromPolicy(h.decide(r, path, sh, &s).Reason)
 }
